@@ -1,0 +1,47 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both build .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# PostgreSQL for the second test pass (trust auth on this machine kind); the tests make a scratch database.
+TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
+
+.PHONY: demo test lint typecheck test-sqlite test-postgres serve lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/zorgpad demo
+
+serve: $(STAMP)
+	$(BIN)/zorgpad serve
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy engine pathways
+
+test-sqlite: $(STAMP)
+	$(BIN)/pytest --db sqlite
+
+test-postgres: $(STAMP)
+	$(BIN)/pytest --db $(TEST_POSTGRES_URL)
+
+# Lint, types, then the whole suite once on SQLite and once on PostgreSQL.
+test: lint typecheck test-sqlite test-postgres
+
+# Re-resolve the pinned set after changing dependencies in pyproject.toml.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e . ruff mypy pytest pytest-timeout hypothesis fhirpy
+	(echo "# Exact versions of every dependency, resolved together (make lock regenerates this file)."; \
+	 .lock-venv/bin/pip freeze --exclude-editable | grep -iv "^zorgpad"; echo setuptools==84.2.1; echo wheel==0.48.0) > requirements.lock
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) build *.egg-info zorgpad.db*

@@ -1,0 +1,190 @@
+"""Applying an evaluation outcome inside the caller's transaction: state rows, timers, FHIR resources
+(CarePlan, Task, Communication), outbox rows and the audit entry all commit together or not at all."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete
+from sqlmodel import Session, col
+
+from zorgpad.engine._assign import patient_label, resolve
+from zorgpad.engine._dsl import Pathway, Step
+from zorgpad.engine._model import (
+    CancelTimers,
+    Command,
+    EndEnrolment,
+    EnrolmentState,
+    Event,
+    NoticeKind,
+    Notify,
+    OpenTask,
+    Outcome,
+    RunAction,
+    ScheduleTimer,
+    UpdateTask,
+)
+from zorgpad.engine._projection import (
+    BUSINESS_STATUS_SYSTEM,
+    communication_id,
+    instant,
+    task_id,
+    to_careplan,
+    to_communication,
+    to_task,
+)
+from zorgpad.engine.render.messages import render_notice
+from zorgpad.engine.store.audit import Actor, audit
+from zorgpad.engine.store.enrolments import save_state
+from zorgpad.engine.store.resources import get_resource, put_resource, resources_of_patient
+from zorgpad.engine.store.tables import Enrolment, OutboxItem, Timer
+
+NOTIFY_CHANNEL = "notify"
+ACTION_CHANNEL = "action"
+
+
+def apply_outcome(session: Session, pathway: type[Pathway], before: EnrolmentState | None, event: Event,
+                  outcome: Outcome, now: datetime, actor: Actor, row: Enrolment | None = None) -> Enrolment:
+    """Write ``outcome`` (the result of evaluating ``event`` on ``before``) in ``session``."""
+    applier = _Applier(session, pathway, outcome.state, now)
+    for command in outcome.commands:
+        applier.apply(command)
+    saved = save_state(session, outcome.state, before, row)
+    session.flush()
+    applier.write_careplan(created=before is None)
+    audit(session, actor, now, action="C" if before is None else "U", what=type(event).__name__,
+          entity=f"CarePlan/{outcome.state.id}", patient=outcome.state.patient,
+          detail="; ".join(type(c).__name__ for c in outcome.commands) or None)
+    return saved
+
+
+class _Applier:
+    def __init__(self, session: Session, pathway: type[Pathway], state: EnrolmentState, now: datetime) -> None:
+        self.session = session
+        self.pathway = pathway
+        self.state = state
+        self.now = now
+        self.new_tasks: list[str] = []
+        self.ended = False
+
+    def apply(self, command: Command) -> None:
+        match command:
+            case OpenTask():
+                self._open_task(command)
+            case UpdateTask():
+                self._update_task(command)
+            case ScheduleTimer():
+                self.session.add(Timer(due_at=command.at, enrolment_id=self.state.id, step_id=command.step_id,
+                                       kind=command.kind.value, iteration=command.iteration, seq=command.seq))
+            case CancelTimers():
+                query = delete(Timer).where(col(Timer.enrolment_id) == self.state.id)
+                if command.step_id is not None:
+                    query = query.where(col(Timer.step_id) == command.step_id)
+                self.session.execute(query)
+            case Notify():
+                self._notify(command)
+            case RunAction():
+                key = f"action/{self.state.id}/{command.step_id}/{command.iteration}"
+                self._outbox(ACTION_CHANNEL, None, key, command.step_id, {
+                    "pathway": self.pathway.id, "version": self.pathway.version, "enrolment": self.state.id,
+                    "patient": self.state.patient, "step": command.step_id, "iteration": command.iteration})
+            case EndEnrolment():
+                self.ended = True
+
+    def _open_task(self, command: OpenTask) -> None:
+        step = self.pathway.step(command.step_id)
+        run = self.state.steps[step.id]
+        note = None
+        if run.owner is None:
+            assignment = resolve(self.session, self.state.patient, command.role)
+            run.owner, note = assignment.owner, assignment.note
+        requester = None
+        if command.requester_role:
+            requester = resolve(self.session, self.state.patient, command.requester_role).owner
+        inputs = self._handover_content(step) if step.handover else None
+        task = to_task(self.pathway, step, self.state, command.iteration, status="requested", role=command.role,
+                       owner=run.owner, requester=requester, due_at=command.due_at, now=self.now,
+                       business_status="unassigned" if run.owner is None else None, reason=note,
+                       inputs=inputs)
+        if note:
+            task["note"] = [{"text": note, "time": instant(self.now)}]
+        put_resource(self.session, task, self.now, method="PUT")
+        self.new_tasks.append(f"Task/{task['id']}")
+
+    def _handover_content(self, step: Step) -> list[str]:
+        assert step.handover is not None
+        criteria = step.handover.content
+        types = {c.resource_type for c in criteria}
+        if not types:
+            return []
+        return sorted(f"{r['resourceType']}/{r['id']}"
+                      for r in resources_of_patient(self.session, self.state.patient, types)
+                      if any(c.matches(r) for c in criteria))
+
+    def _update_task(self, command: UpdateTask) -> None:
+        stored = get_resource(self.session, "Task", task_id(self.state.id, command.step_id, command.iteration))
+        if stored is None:
+            return
+        task: dict[str, Any] = dict(stored.content)
+        task.pop("meta", None)
+        task["status"] = command.status
+        task["lastModified"] = instant(self.now)
+        if command.business_status:
+            task["businessStatus"] = {"coding": [{"system": BUSINESS_STATUS_SYSTEM,
+                                                  "code": command.business_status}],
+                                      "text": command.business_status}
+        else:
+            task.pop("businessStatus", None)
+        if command.reason:
+            task["statusReason"] = {"text": command.reason}
+        if command.owner:
+            task["owner"] = {"reference": command.owner}
+        if command.status in ("completed", "failed", "cancelled", "rejected"):
+            period = dict(task.get("executionPeriod") or {})
+            period["end"] = instant(self.now)
+            task["executionPeriod"] = period
+        elif command.status == "in-progress":
+            task["executionPeriod"] = {"start": instant(self.now)}
+        put_resource(self.session, task, self.now, method="PUT")
+
+    def _notify(self, command: Notify) -> None:
+        step = self.pathway.step(command.step_id)
+        run = self.state.steps[step.id]
+        own_role = step.assignee.code if step.assignee else None
+        if command.role == own_role and run.owner:
+            recipient: str | None = run.owner
+        else:
+            recipient = resolve(self.session, self.state.patient, command.role).owner
+        values = {"step": step.title, "patient": patient_label(self.session, self.state.patient),
+                  "pathway": self.pathway.title, "due": instant(run.due_at) if run.due_at else "-",
+                  "owner": run.owner or run.owner_role or "-", "reason": command.reason or "-"}
+        text = render_notice(command.kind.value, "nl", **values)
+        communication = to_communication(self.state, step, command.iteration, command.kind, command.seq,
+                                         recipient=recipient, text=text, now=self.now)
+        put_resource(self.session, communication, self.now, method="PUT")
+        key = communication_id(self.state.id, step.id, command.iteration, command.kind, command.seq)
+        self._outbox(NOTIFY_CHANNEL, recipient or f"role:{command.role}", f"notify/{key}", step.id, {
+            "kind": command.kind.value, "communication": f"Communication/{communication['id']}",
+            "task": f"Task/{task_id(self.state.id, step.id, command.iteration)}",
+            "patient": self.state.patient, "role": command.role,
+            "handover": command.kind is NoticeKind.HANDOVER})
+
+    def _outbox(self, channel: str, target: str | None, key: str, step_id: str | None,
+                payload: Mapping[str, Any]) -> None:
+        self.session.add(OutboxItem(idempotency_key=key, channel=channel, target=target, payload=dict(payload),
+                                    created_at=self.now, next_attempt_at=self.now,
+                                    enrolment_id=self.state.id, step_id=step_id))
+
+    def write_careplan(self, *, created: bool) -> None:
+        if not (created or self.new_tasks or self.ended):
+            return
+        refs: list[str] = []
+        if not created:
+            stored = get_resource(self.session, "CarePlan", self.state.id)
+            if stored is not None:
+                refs = [a["reference"]["reference"] for a in stored.content.get("activity", [])]
+        refs += [ref for ref in self.new_tasks if ref not in refs]
+        put_resource(self.session, to_careplan(self.pathway, self.state, refs), self.now,
+                     method="POST" if created else "PUT")

@@ -1,0 +1,213 @@
+"""The pathway DSL: a pathway is a class whose attributes are its steps.
+
+    @defn(id="example", version="1.0.0")
+    class Example(Pathway):
+        \"\"\"What the pathway is for.\"\"\"
+
+        enrol_when = SURPRISE_QUESTION_NO
+        register = Step("Add to the palliative register", owner=GP, due=days(7))
+        talk = Step("Hold the ACP conversation", owner=GP, after=register, due=days(28))
+
+Step ids are the attribute names; the class docstring is the description. ``after=`` takes the step
+objects themselves, so a typo fails at import time. :func:`defn` validates the whole declaration and
+raises one :class:`InvalidPathwayError` listing every problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal, TypeVar
+
+from zorgpad.engine._criteria import AnyOf, Coding, Condition, Criterion
+from zorgpad.engine._durations import Duration
+from zorgpad.engine._roles import STANDARD_ROLES, Role
+
+DEFAULT_BASE_URL = "https://zorgpad.nl/fhir"
+
+
+@dataclass(frozen=True)
+class Reminder:
+    """Remind the owner (or ``to``) of an open step: first ``first`` after its due moment, then every
+    ``every``, at most ``times`` times."""
+
+    every: Duration
+    times: int = 1
+    first: Duration | None = None
+    to: Role | None = None
+
+    def offsets(self) -> list[Duration]:
+        """When each reminder falls, measured from the step's due moment."""
+        start = self.first if self.first is not None else Duration(0, self.every.unit)
+        return [start + self.every * n if n else start for n in range(self.times)]
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """Tell ``to`` when a step is still open ``after`` its due moment has passed."""
+
+    after: Duration
+    to: Role
+
+
+@dataclass(frozen=True)
+class Handover:
+    """Hand the step over to another organisation: a Task owned by the receiving role, announced with a
+    notified pull, carrying the patient's resources that match ``content``."""
+
+    to: Role
+    content: tuple[Criterion, ...] = ()
+    code: Coding | None = None
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    """What an integrator's step action is told. Actions run after commit, at least once, through the
+    outbox: make them idempotent on ``idempotency_key``."""
+
+    enrolment_id: str
+    patient: str
+    pathway: str
+    step: str
+    iteration: int
+    idempotency_key: str
+    now: datetime
+
+
+Action = Callable[[ActionContext], None]
+
+
+@dataclass(eq=False)
+class Step:
+    """One piece of work in a pathway, owned by a role, with its timing and what completes it."""
+
+    title: str
+    owner: Role | None = None
+    after: Step | Sequence[Step] = ()
+    offset: Duration | None = None
+    due: Duration | None = None
+    repeat: Duration | None = None
+    remind: Reminder | None = None
+    escalate: Escalation | None = None
+    done_when: Condition | None = None
+    only_if: Condition | None = None
+    otherwise: Literal["wait", "skip"] = "wait"
+    handover: Handover | None = None
+    action: Action | None = None
+    code: Coding | None = None
+    description: str = ""
+    id: str = field(default="", init=False)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if not self.id:
+            self.id = name
+
+    @property
+    def predecessors(self) -> tuple[Step, ...]:
+        """The steps this one waits for (``after=`` as a tuple)."""
+        if isinstance(self.after, Step):
+            return (self.after,)
+        return tuple(self.after) if isinstance(self.after, list | tuple) else (self.after,)  # type: ignore[arg-type]
+
+    @property
+    def assignee(self) -> Role | None:
+        """The role whose Task this is: the receiver for a handover, otherwise the owner."""
+        return self.handover.to if self.handover else self.owner
+
+    def __repr__(self) -> str:
+        return f"Step({self.id or self.title!r})"
+
+
+#: Attribute names that belong to the pathway itself and cannot name a step.
+RESERVED = frozenset(
+    {"id", "version", "title", "description", "url", "canonical", "steps", "roles", "enrol_when", "exit_when"}
+)
+
+
+class Pathway:
+    """Base class of every pathway declaration; decorate subclasses with :func:`defn`."""
+
+    id: ClassVar[str] = ""
+    version: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    url: ClassVar[str] = ""
+    enrol_when: ClassVar[Condition | None] = None
+    exit_when: ClassVar[Condition | None] = None
+    roles: ClassVar[tuple[Role, ...]] = ()
+    steps: ClassVar[tuple[Step, ...]] = ()
+
+    def __init__(self) -> None:
+        raise TypeError(f"{type(self).__name__} is a pathway declaration; use the class itself")
+
+    @classmethod
+    def canonical(cls) -> str:
+        """``url|version``: what an enrolment is pinned to."""
+        return f"{cls.url}|{cls.version}"
+
+    @classmethod
+    def step(cls, step_id: str) -> Step:
+        """The step with id ``step_id``."""
+        for step in cls.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(f"pathway {cls.id} has no step {step_id!r} (steps: {', '.join(s.id for s in cls.steps)})")
+
+    @classmethod
+    def known_roles(cls) -> tuple[Role, ...]:
+        """The standard roles plus the ones this pathway declares."""
+        return STANDARD_ROLES + tuple(r for r in cls.roles if r not in STANDARD_ROLES)
+
+    @classmethod
+    def criteria(cls) -> dict[str, Criterion]:
+        """Every single criterion the pathway uses, by name."""
+        found: dict[str, Criterion] = {}
+        for condition in _conditions(cls):
+            for leaf in condition.leaves():
+                found.setdefault(leaf.name, leaf)
+        return found
+
+
+def _conditions(pathway: type[Pathway]) -> list[Condition]:
+    conditions: list[Condition] = [c for c in (pathway.enrol_when, pathway.exit_when) if c is not None]
+    for step in pathway.steps:
+        conditions += [c for c in (step.done_when, step.only_if) if isinstance(c, Criterion | AnyOf)]
+    return conditions
+
+
+P = TypeVar("P", bound=type[Pathway])
+
+
+def defn(
+    *, id: str, version: str, title: str | None = None, url: str | None = None  # noqa: A002 - FHIR's name
+) -> Callable[[P], P]:
+    """Declare a pathway: collect its steps, fill in id, version and canonical URL, and validate it.
+
+    Raises :class:`~zorgpad.engine.errors.InvalidPathwayError` listing every problem at once.
+    """
+    from zorgpad.engine._validate import validate  # local: _validate imports this module
+
+    def declare(cls: P) -> P:
+        steps: list[Step] = []
+        for name, value in vars(cls).items():
+            if isinstance(value, Step):
+                if not value.id:
+                    value.id = name
+                steps.append(value)
+        cls.steps = tuple(steps)
+        cls.id = id
+        cls.version = version
+        doc = (cls.__doc__ or "").strip()
+        cls.description = doc
+        cls.title = title or (doc.splitlines()[0].rstrip(".") if doc else cls.__name__)
+        cls.url = url or f"{DEFAULT_BASE_URL}/PlanDefinition/{id}"
+        validate(cls, names=vars(cls))
+        return cls
+
+    return declare
+
+
+def step_attributes(pathway: type[Pathway]) -> dict[str, Any]:
+    """The class attributes that are steps, by attribute name (for validation and tooling)."""
+    return {name: value for name, value in vars(pathway).items() if isinstance(value, Step)}

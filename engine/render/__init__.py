@@ -1,0 +1,1 @@
+"""Rendering: notices and letters (Jinja2) and pathway diagrams (Mermaid)."""

@@ -1,0 +1,130 @@
+"""Opening the database: SQLite in WAL mode by default, PostgreSQL by URL, one code path for both.
+
+SQLite allows one writer at a time; write transactions start with ``BEGIN IMMEDIATE`` so that two
+processes ticking at once queue up instead of failing half-way. PostgreSQL transactions claim rows
+with ``FOR UPDATE SKIP LOCKED`` (see :mod:`zorgpad.engine.timers`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session
+
+from zorgpad.engine.errors import ConfigurationError
+
+DEFAULT_URL = "sqlite:///zorgpad.db"
+ENV_VAR = "ZORGPAD_DATABASE_URL"
+T = TypeVar("T")
+
+
+def database_url(url: str | None = None) -> str:
+    """The URL to use: ``url``, else ``$ZORGPAD_DATABASE_URL``, else ``sqlite:///zorgpad.db``."""
+    return url or os.environ.get(ENV_VAR) or DEFAULT_URL
+
+
+def _normalise(url: str) -> str:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigurationError(f"not a database URL: {url!r} (expected sqlite:///FILE or "
+                                 "postgresql://USER@HOST/DB)") from exc
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigurationError(f"unsupported database {parsed.get_backend_name()!r} in {url!r} "
+                                 "(use sqlite or postgresql)")
+    return parsed.render_as_string(hide_password=False)
+
+
+class Database:
+    """A connection pool and transactions for one database URL."""
+
+    def __init__(self, url: str | None = None, *, sqlite_synchronous: str = "NORMAL") -> None:
+        self.url = _normalise(database_url(url))
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        kwargs: dict[str, Any] = {}
+        if self.dialect == "sqlite":
+            database = parsed.database or ""
+            if database and database != ":memory:":
+                folder = Path(database).parent
+                if not folder.is_dir():
+                    raise ConfigurationError(f"folder {folder} for database {database} does not exist")
+            else:
+                kwargs["poolclass"] = StaticPool
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine, sqlite_synchronous)
+
+    @property
+    def is_postgresql(self) -> bool:
+        """Whether this is PostgreSQL (row locks with SKIP LOCKED are available)."""
+        return self.dialect == "postgresql"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on any error."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def run(self, work: Callable[[Session], T], *, attempts: int = 5) -> T:
+        """Run ``work`` in a transaction, retrying when the database reports a lock conflict."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.transaction() as session:
+                    return work(session)
+            except (OperationalError, DBAPIError) as exc:
+                if attempt == attempts or not _is_conflict(exc):
+                    raise
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
+
+    def upgrade(self) -> None:
+        """Bring the schema to the newest migration."""
+        from zorgpad.engine.store.migrate import upgrade
+
+        upgrade(self)
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _is_conflict(exc: DBAPIError) -> bool:
+    text = str(exc.orig if exc.orig is not None else exc).lower()
+    return any(s in text for s in ("database is locked", "deadlock detected", "could not serialize",
+                                   "busy", "lock timeout"))
+
+
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

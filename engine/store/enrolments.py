@@ -1,0 +1,101 @@
+"""Reading and writing enrolment state: one ``enrolment`` row and one ``step_run`` row per step."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from zorgpad.engine._model import EnrolmentState
+from zorgpad.engine._model import StepRun as StepRunState
+from zorgpad.engine._states import EnrolmentStatus, StepState
+from zorgpad.engine.store.tables import Enrolment, StepRun
+
+_STEP_FIELDS = ("state", "iteration", "completions", "start_at", "ready_at", "due_at", "completed_at",
+                "reminders_sent", "overdue", "escalated", "business_status", "reason", "owner_role", "owner")
+
+
+def _facts_to_json(facts: dict[str, dict[str, datetime]]) -> dict[str, Any]:
+    return {name: {ref: when.isoformat() for ref, when in refs.items()} for name, refs in facts.items()}
+
+
+def _facts_from_json(data: dict[str, Any]) -> dict[str, dict[str, datetime]]:
+    return {name: {ref: datetime.fromisoformat(when) for ref, when in refs.items()}
+            for name, refs in (data or {}).items()}
+
+
+def lock_enrolments(session: Session, enrolment_ids: Iterable[str]) -> list[Enrolment]:
+    """Lock the enrolment rows in id order (a fixed order, so two workers never deadlock)."""
+    ids = sorted(set(enrolment_ids))
+    if not ids:
+        return []
+    query = select(Enrolment).where(col(Enrolment.id).in_(ids)).order_by(col(Enrolment.id)).with_for_update()
+    return list(session.exec(query))
+
+
+def load_state(session: Session, enrolment: Enrolment) -> EnrolmentState:
+    """The evaluation state of ``enrolment``."""
+    runs = session.exec(select(StepRun).where(StepRun.enrolment_id == enrolment.id)).all()
+    steps = {}
+    for row in runs:
+        values = {name: getattr(row, name) for name in _STEP_FIELDS}
+        values["state"] = StepState(row.state)
+        steps[row.step_id] = StepRunState(step_id=row.step_id, **values)
+    return EnrolmentState(
+        id=enrolment.id,
+        patient=enrolment.patient,
+        pathway_id=enrolment.pathway_id,
+        version=enrolment.pathway_version,
+        enrolled_at=enrolment.enrolled_at,
+        status=EnrolmentStatus(enrolment.status),
+        ended_at=enrolment.ended_at,
+        end_reason=enrolment.end_reason,
+        steps=steps,
+        facts=_facts_from_json(enrolment.facts),
+    )
+
+
+def save_state(session: Session, state: EnrolmentState, before: EnrolmentState | None,
+               row: Enrolment | None = None) -> Enrolment:
+    """Write ``state``; only the step rows that changed since ``before`` are touched."""
+    if row is None:
+        row = session.get(Enrolment, state.id) or Enrolment(
+            id=state.id, patient=state.patient, pathway_id=state.pathway_id, pathway_version=state.version,
+            status=state.status.value, enrolled_at=state.enrolled_at)
+    row.pathway_id, row.pathway_version = state.pathway_id, state.version
+    row.status = state.status.value
+    row.ended_at = state.ended_at
+    row.end_reason = state.end_reason
+    if before is None or before.facts != state.facts:
+        row.facts = _facts_to_json(state.facts)
+    row.revision += 1
+    session.add(row)
+    session.flush()
+    for step_id, run in state.steps.items():
+        old = before.steps.get(step_id) if before else None
+        if old == run:
+            continue
+        stored = session.get(StepRun, (state.id, step_id)) if old is not None else None
+        if stored is None:
+            stored = StepRun(enrolment_id=state.id, step_id=step_id, state=run.state.value)
+        for name in _STEP_FIELDS:
+            value = getattr(run, name)
+            setattr(stored, name, value.value if isinstance(value, StepState) else value)
+        session.add(stored)
+    if before is not None:
+        for gone in set(before.steps) - set(state.steps):
+            stored = session.get(StepRun, (state.id, gone))
+            if stored is not None:
+                session.delete(stored)
+    return row
+
+
+def active_enrolments_of(session: Session, patient: str, *, lock: bool = False) -> list[Enrolment]:
+    """The patient's active enrolments (locked in id order when ``lock``)."""
+    query = select(Enrolment).where(Enrolment.patient == patient,
+                                    Enrolment.status == EnrolmentStatus.ACTIVE.value).order_by(col(Enrolment.id))
+    if lock:
+        query = query.with_for_update()
+    return list(session.exec(query))

@@ -53,7 +53,8 @@ def apply_outcome(session: Session, pathway: type[Pathway], before: EnrolmentSta
         applier.apply(command)
     saved = save_state(session, outcome.state, before, row)
     session.flush()
-    applier.write_careplan(created=before is None)
+    applier.write_careplan(created=before is None,
+                           repinned=before is not None and before.version != outcome.state.version)
     audit(session, actor, now, action="C" if before is None else "U", what=type(event).__name__,
           entity=f"CarePlan/{outcome.state.id}", patient=outcome.state.patient,
           detail="; ".join(type(c).__name__ for c in outcome.commands) or None)
@@ -177,8 +178,8 @@ class _Applier:
                                     created_at=self.now, next_attempt_at=self.now,
                                     enrolment_id=self.state.id, step_id=step_id))
 
-    def write_careplan(self, *, created: bool) -> None:
-        if not (created or self.new_tasks or self.ended):
+    def write_careplan(self, *, created: bool, repinned: bool = False) -> None:
+        if not (created or repinned or self.new_tasks or self.ended):
             return
         refs: list[str] = []
         if not created:

@@ -1,0 +1,55 @@
+"""The ASGI application: the composition root that wires the engine, the embedded runner and the HTTP
+routes together (the FHIR interface and the dashboard mount here)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from zorgpad.engine.registry import Registry
+from zorgpad.engine.runtime import Engine
+from zorgpad.engine.scheduler import EmbeddedRunner
+from zorgpad.engine.store.db import Database
+
+
+def create_app(db: Database, *, registry: Registry | None = None, tick_interval: float | None = 5.0) -> FastAPI:
+    """The Zorgpad HTTP app over ``db``; with ``tick_interval`` it also runs the embedded runner."""
+    engine = Engine(db, registry)
+    runner = EmbeddedRunner(engine, tick_interval) if tick_interval else None
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if runner is not None:
+            runner.start()
+        try:
+            yield
+        finally:
+            if runner is not None:
+                runner.stop()
+
+    app = FastAPI(title="Zorgpad", version="0.1.0", lifespan=lifespan,
+                  description="Proactive palliative care-pathway engine with a FHIR R4 interface.")
+    app.state.engine = engine
+    app.state.runner = runner
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> JSONResponse:
+        """Whether the service and its database answer."""
+        body: dict[str, Any] = {"status": "ok", "database": db.dialect,
+                                "pathways": [p.canonical() for p in engine.registry.latest()]}
+        try:
+            with db.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as exc:
+            body.update(status="unavailable", error=type(exc).__name__)
+            return JSONResponse(body, status_code=503)
+        if runner is not None:
+            body["runner"] = {"interval_s": runner.interval, **vars(runner.counts)}
+        return JSONResponse(body)
+
+    return app

@@ -1,0 +1,266 @@
+"""The `zorgpad` command line. Errors print one line, ``zorgpad: error: …``, and exit non-zero."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy.exc import SQLAlchemyError
+
+from zorgpad.engine._dsl import Pathway
+from zorgpad.engine.clock import utc
+from zorgpad.engine.errors import ConfigurationError, PathwayError
+from zorgpad.engine.registry import Registry, load_file
+from zorgpad.engine.store.db import ENV_VAR, Database, database_url
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CLIError(click.ClickException):
+    """A one-line error with exit status 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"zorgpad: error: {self.format_message()}", err=True)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    try:
+        yield
+    except (PathwayError, ConfigurationError) as exc:
+        raise CLIError(str(exc)) from exc
+    except SQLAlchemyError as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise CLIError(f"database: {first}") from exc
+
+
+def _db_option(func: F) -> F:
+    return click.option("--db", "db_url", default=None, metavar="URL",
+                        help=f"Database URL (default: ${ENV_VAR} or sqlite:///zorgpad.db).")(func)
+
+
+def _parse_now(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        raise CLIError(f"invalid --now {value!r}: expected an ISO-8601 time such as 2026-03-01T09:00:00Z") from None
+
+
+def _open(db_url: str | None, *, migrate: bool = False) -> Database:
+    from zorgpad.engine.store.migrate import current_revision
+
+    url = database_url(db_url)
+    if url.startswith("sqlite:///") and not migrate:
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:" and not Path(path).exists():
+            raise CLIError(f"database file {path} does not exist; run `zorgpad db upgrade --db {url}` first")
+    db = Database(db_url)
+    if migrate:
+        db.upgrade()
+    elif current_revision(db) is None:
+        raise CLIError(f"database {database_url(db_url)} has no Zorgpad schema; run `zorgpad db upgrade` first")
+    return db
+
+
+def _registry(files: tuple[str, ...]) -> Registry:
+    registry = Registry.default()
+    for path in files:
+        for pathway in load_file(path):
+            registry.add(pathway)
+    return registry
+
+
+_files_option = click.option("--file", "files", multiple=True, metavar="FILE", type=click.Path(),
+                             help="Also load pathways from this Python file (repeatable).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option("0.1.0", prog_name="zorgpad")
+def main() -> None:
+    """Zorgpad: proactive palliative care pathways, run durably against FHIR data."""
+
+
+# -- pathways ---------------------------------------------------------------------------------------
+
+@main.group()
+def pathways() -> None:
+    """List, validate, draw and migrate pathway definitions."""
+
+
+@pathways.command("list")
+@_files_option
+def pathways_list(files: tuple[str, ...]) -> None:
+    """List every registered pathway version."""
+    with _errors():
+        registry = _registry(files)
+    found = registry.all()
+    if not found:
+        click.echo("no pathways registered")
+    for p in found:
+        click.echo(f"{p.id}\t{p.version}\t{len(p.steps)} steps\t{p.title}")
+
+
+@pathways.command("validate")
+@click.argument("files", nargs=-1, type=click.Path())
+def pathways_validate(files: tuple[str, ...]) -> None:
+    """Validate pathway FILEs, or else every registered pathway (built-in and entry points)."""
+    failures = 0
+    found: list[type[Pathway]] = []
+    if files:
+        for path in files:
+            try:
+                found += load_file(path)
+            except PathwayError as exc:
+                failures += 1
+                click.echo(f"zorgpad: error: {path}: {exc}" if not str(exc).startswith(path) else
+                           f"zorgpad: error: {exc}", err=True)
+    else:
+        with _errors():
+            found = Registry.default().all()
+    for pathway in found:
+        click.echo(f"ok: {pathway.id} {pathway.version} ({len(pathway.steps)} steps)")
+    if failures:
+        sys.exit(1)
+
+
+@pathways.command("graph")
+@click.argument("pathway_id")
+@click.option("--version", "version", default=None, help="A version other than the newest.")
+@_files_option
+def pathways_graph(pathway_id: str, version: str | None, files: tuple[str, ...]) -> None:
+    """Print a pathway as a Mermaid flowchart."""
+    from zorgpad.engine.render.graph import to_mermaid
+
+    with _errors():
+        click.echo(to_mermaid(_registry(files).get(pathway_id, version)), nl=False)
+
+
+@pathways.command("migrate")
+@click.argument("pathway_id")
+@click.option("--from", "from_version", required=True, help="The version enrolments are on now.")
+@click.option("--to", "to_version", required=True, help="The version to move them to.")
+@click.option("--map", "mappings", multiple=True, metavar="OLD=NEW", help="Rename a step (repeatable).")
+@click.option("--drop", "drops", multiple=True, metavar="STEP", help="Drop a step of the old version.")
+@_files_option
+@_db_option
+def pathways_migrate(pathway_id: str, from_version: str, to_version: str, mappings: tuple[str, ...],
+                     drops: tuple[str, ...], files: tuple[str, ...], db_url: str | None) -> None:
+    """Move active enrolments from one pathway version to another."""
+    from zorgpad.engine.versioning import migrate_enrolments
+
+    step_map: dict[str, str | None] = {}
+    for item in mappings:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise CLIError(f"invalid --map {item!r}: expected OLD=NEW")
+        step_map[old] = new
+    step_map.update({d: None for d in drops})
+    with _errors():
+        registry = _registry(files)
+        moved = migrate_enrolments(_open(db_url), registry, pathway_id, from_version, to_version,
+                                   step_map=step_map, now=datetime.now(UTC))
+    click.echo(f"migrated {len(moved)} enrolments of {pathway_id} from {from_version} to {to_version}")
+
+
+# -- running ----------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--now", default=None, metavar="ISO-8601", help="Fire what is due by this time (default: now).")
+@_files_option
+@_db_option
+def tick(now: str | None, files: tuple[str, ...], db_url: str | None) -> None:
+    """Fire every timer that is due, then exit."""
+    from zorgpad.engine.runtime import Engine
+
+    moment = _parse_now(now)
+    with _errors():
+        engine = Engine(_open(db_url), _registry(files))
+        fired = engine.tick(moment)
+    click.echo(f"fired {fired} timers")
+
+
+@main.command()
+@click.option("--now", default=None, metavar="ISO-8601", help="Deliver what is due by this time.")
+@_files_option
+@_db_option
+def deliver(now: str | None, files: tuple[str, ...], db_url: str | None) -> None:
+    """Flush the outbox once, then exit."""
+    from zorgpad.engine.runtime import Engine
+
+    moment = _parse_now(now)
+    with _errors():
+        report = Engine(_open(db_url), _registry(files)).deliver(moment)
+    click.echo(f"delivered {report.delivered}, retrying {report.retried}, dead-lettered {report.dead}")
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@_db_option
+def db_upgrade(db_url: str | None) -> None:
+    """Create or migrate the schema to the newest version."""
+    from zorgpad.engine.store.migrate import current_revision
+
+    with _errors():
+        database = _open(db_url, migrate=True)
+        click.echo(f"database {database_url(db_url)} is at revision {current_revision(database)}")
+
+
+def _serve(db_url: str | None, host: str, port: int, tick_interval: float, files: tuple[str, ...]) -> None:
+    import uvicorn
+
+    from zorgpad.engine.app import create_app
+
+    with _errors():
+        app = create_app(_open(db_url, migrate=True), registry=_registry(files),
+                         tick_interval=tick_interval or None)
+    click.echo(f"Zorgpad listening on http://{host}:{port}/  (health: http://{host}:{port}/healthz)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+_serve_options = [
+    click.option("--host", default="127.0.0.1", show_default=True),
+    click.option("--port", default=8000, show_default=True, type=int),
+    click.option("--tick-interval", default=5.0, show_default=True, type=float,
+                 help="Seconds between tick/deliver rounds; 0 turns the embedded runner off."),
+    _files_option,
+    _db_option,
+]
+
+
+def _with_serve_options(func: F) -> F:
+    for option in reversed(_serve_options):
+        func = option(func)
+    return func
+
+
+@main.command()
+@_with_serve_options
+def serve(host: str, port: int, tick_interval: float, files: tuple[str, ...], db_url: str | None) -> None:
+    """Run the HTTP API with the embedded tick/deliver runner."""
+    _serve(db_url, host, port, tick_interval, files)
+
+
+@main.command()
+@_with_serve_options
+def demo(host: str, port: int, tick_interval: float, files: tuple[str, ...], db_url: str | None) -> None:
+    """Seed a fictional region into the database, then serve it."""
+    from zorgpad.engine.demo import seed
+    from zorgpad.engine.runtime import Engine
+
+    url = db_url or "sqlite:///zorgpad-demo.db"
+    with _errors():
+        engine = Engine(_open(url, migrate=True), _registry(files))
+        patients = seed(engine, datetime.now(UTC))
+    click.echo(f"seeded {len(patients)} demo patients into {url}")
+    _serve(url, host, port, tick_interval, files)

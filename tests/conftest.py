@@ -1,0 +1,92 @@
+"""Test set-up: every database test runs on the database chosen with ``--db`` (or $ZORGPAD_TEST_DB).
+
+``--db sqlite`` (the default) gives each test a fresh SQLite file; ``--db postgresql://…`` creates a
+scratch database next to the one named, migrates it once, and empties its tables before each test.
+`make test` runs the whole suite both ways.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from zorgpad.engine.store.db import Database
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+CORPORA = SHARED / "corpora"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--db", default=os.environ.get("ZORGPAD_TEST_DB", "sqlite"),
+                     help="sqlite, or a postgresql:// URL whose server gets a scratch database")
+
+
+def _is_postgres(option: str) -> bool:
+    return option.startswith(("postgresql", "postgres"))
+
+
+@pytest.fixture(scope="session")
+def db_option(request: pytest.FixtureRequest) -> str:
+    """The --db option as given."""
+    return str(request.config.getoption("--db"))
+
+
+@pytest.fixture(scope="session")
+def _template_url(db_option: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not _is_postgres(db_option):
+        path = tmp_path_factory.mktemp("template") / "template.db"
+        template = Database(f"sqlite:///{path}")
+        template.upgrade()
+        template.dispose()
+        yield f"sqlite:///{path}"
+        return
+    base = make_url(db_option).set(drivername="postgresql+psycopg")
+    name = f"zorgpad_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name).render_as_string(hide_password=False)
+    scratch = Database(url)
+    scratch.upgrade()
+    scratch.dispose()
+    yield url
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+_TABLES = ("timer", "outbox", "inbox", "audit", "step_run", "enrolment", "search_token", "search_reference",
+           "search_date", "resource_version", "resource")
+
+
+@pytest.fixture
+def db_url(_template_url: str, tmp_path: Path) -> str:
+    """URL of an empty, migrated database for this test (usable by subprocesses too)."""
+    if _template_url.startswith("sqlite"):
+        target = tmp_path / "zorgpad.db"
+        shutil.copy(_template_url.removeprefix("sqlite:///"), target)
+        return f"sqlite:///{target}"
+    engine = create_engine(_template_url)
+    with engine.begin() as connection:
+        existing = {r[0] for r in connection.execute(text("SELECT tablename FROM pg_tables WHERE schemaname='public'"))}
+        tables = [t for t in existing if t != "alembic_version"]
+        if tables:
+            connection.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    return _template_url
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """An empty, migrated database on the chosen dialect."""
+    database = Database(db_url)
+    yield database
+    database.dispose()

@@ -23,8 +23,11 @@ serve: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# mypy must see the import names (zorgpad.engine, …): check through a link tree shaped like the package.
 typecheck: $(STAMP)
-	$(BIN)/mypy engine pathways
+	rm -rf build/typecheck && mkdir -p build/typecheck/zorgpad
+	for d in engine pathways fhir; do ln -s ../../../$$d build/typecheck/zorgpad/$$d; done
+	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p zorgpad.engine -p zorgpad.pathways
 
 test-sqlite: $(STAMP)
 	$(BIN)/pytest --db sqlite

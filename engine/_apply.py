@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlalchemy import delete
 from sqlmodel import Session, col
-
 from zorgpad.engine._assign import patient_label, resolve
 from zorgpad.engine._dsl import Pathway, Step
 from zorgpad.engine._model import (

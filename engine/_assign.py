@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlmodel import Session
-
 from zorgpad.engine._criteria import codings_at
 from zorgpad.engine._roles import COORDINATOR, GP, ROLE_SYSTEM
 from zorgpad.engine.store.resources import get_resource, resources_of_patient

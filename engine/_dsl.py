@@ -106,9 +106,10 @@ class Step:
     @property
     def predecessors(self) -> tuple[Step, ...]:
         """The steps this one waits for (``after=`` as a tuple)."""
-        if isinstance(self.after, Step):
-            return (self.after,)
-        return tuple(self.after) if isinstance(self.after, list | tuple) else (self.after,)  # type: ignore[arg-type]
+        after: object = self.after
+        if isinstance(after, list | tuple):
+            return tuple(after)
+        return (after,)  # type: ignore[return-value]  # validation reports anything that is not a Step
 
     @property
     def assignee(self) -> Role | None:
@@ -180,7 +181,7 @@ P = TypeVar("P", bound=type[Pathway])
 
 
 def defn(
-    *, id: str, version: str, title: str | None = None, url: str | None = None  # noqa: A002 - FHIR's name
+    *, id: str, version: str, title: str | None = None, url: str | None = None
 ) -> Callable[[P], P]:
     """Declare a pathway: collect its steps, fill in id, version and canonical URL, and validate it.
 

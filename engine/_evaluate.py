@@ -123,9 +123,9 @@ class _Evaluation:
             return
         for step in self.pathway.steps:
             run = self.state.steps[step.id]
-            if run.state in OPEN_STATES and step.done_when is not None:
-                if {c.name for c in step.done_when.leaves()} & event.matched:
-                    self._complete(step, run, f"{ref} recorded")
+            done = {c.name for c in step.done_when.leaves()} if step.done_when is not None else set()
+            if run.state in OPEN_STATES and done & event.matched:
+                self._complete(step, run, f"{ref} recorded")
         self._advance()
 
     def _timer_fired(self, event: TimerFired) -> None:

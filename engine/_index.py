@@ -1,5 +1,5 @@
 """An index from ``(resourceType, code)`` to the criteria that may match, so that an incoming resource
-is matched in constant time instead of by scanning pathways × enrolments."""
+is matched in constant time instead of by scanning pathways and enrolments."""
 
 from __future__ import annotations
 

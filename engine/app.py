@@ -10,7 +10,6 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
-
 from zorgpad.engine.registry import Registry
 from zorgpad.engine.runtime import Engine
 from zorgpad.engine.scheduler import EmbeddedRunner

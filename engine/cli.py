@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
-
 from zorgpad.engine._dsl import Pathway
 from zorgpad.engine.clock import utc
 from zorgpad.engine.errors import ConfigurationError, PathwayError
@@ -161,7 +160,7 @@ def pathways_migrate(pathway_id: str, from_version: str, to_version: str, mappin
         if not sep or not old or not new:
             raise CLIError(f"invalid --map {item!r}: expected OLD=NEW")
         step_map[old] = new
-    step_map.update({d: None for d in drops})
+    step_map.update(dict.fromkeys(drops))
     with _errors():
         registry = _registry(files)
         moved = migrate_enrolments(_open(db_url), registry, pathway_id, from_version, to_version,
@@ -218,7 +217,6 @@ def db_upgrade(db_url: str | None) -> None:
 
 def _serve(db_url: str | None, host: str, port: int, tick_interval: float, files: tuple[str, ...]) -> None:
     import uvicorn
-
     from zorgpad.engine.app import create_app
 
     with _errors():

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, or_, select
-
 from zorgpad.engine._dsl import ActionContext
 from zorgpad.engine._projection import instant
 from zorgpad.engine.registry import Registry
@@ -59,7 +58,7 @@ class RetryPolicy:
 
     def delay(self, attempts: int, retry_after: timedelta | None = None) -> timedelta:
         """How long to wait after the ``attempts``-th failure."""
-        delay = min(self.base * (2 ** (attempts - 1)), self.cap)
+        delay: timedelta = min(self.base * (2 ** (attempts - 1)), self.cap)
         delay = delay * (1 + random.uniform(-self.jitter, self.jitter))
         return max(delay, retry_after) if retry_after else delay
 

@@ -7,14 +7,12 @@ atomic.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, select
-
 from zorgpad.engine._apply import ACTION_CHANNEL, NOTIFY_CHANNEL, apply_outcome
 from zorgpad.engine._evaluate import evaluate, new_enrolment
 from zorgpad.engine._model import (

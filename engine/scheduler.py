@@ -8,7 +8,6 @@ import logging
 from dataclasses import dataclass
 
 from apscheduler.schedulers.background import BackgroundScheduler
-
 from zorgpad.engine.runtime import Engine
 
 log = logging.getLogger("zorgpad.scheduler")

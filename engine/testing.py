@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import col, func, select
-
 from zorgpad.engine._dsl import Pathway
 from zorgpad.engine._durations import Duration
 from zorgpad.engine._model import EnrolmentState, StepRun
@@ -131,8 +130,8 @@ class PathwayHarness:
 
     def tasks(self, step_id: str | None = None) -> list[JSON]:
         """The engine's Tasks (of one step), ordered by when they were authored."""
-        tasks = [t for t in self.resources("Task") if step_id is None or Engine.step_of_task(t)
-                 and Engine.step_of_task(t)[1] == step_id]  # type: ignore[index]
+        tasks = [t for t in self.resources("Task") if step_id is None or (Engine.step_of_task(t)
+                 and Engine.step_of_task(t)[1] == step_id)]  # type: ignore[index]
         return sorted(tasks, key=lambda t: (t["authoredOn"], t["id"]))
 
     def notices(self, kind: str | None = None) -> list[Notice]:
@@ -143,14 +142,17 @@ class PathwayHarness:
                      if cd.get("system") == NOTICE_SYSTEM]
             if not codes or (kind is not None and codes[0] != kind):
                 continue
-            task_ref = c["about"][0]["reference"]
-            task = self.db.run(lambda s, ref=task_ref: s.get(StoredResource, ("Task", ref.split("/", 1)[1])))
+            task_ref: str = c["about"][0]["reference"]
+            task = self._stored("Task", task_ref.split("/", 1)[1])
             step = Engine.step_of_task(task.content) if task else None
             at = datetime.fromisoformat(c["extension"][0]["valueDateTime"].replace("Z", "+00:00"))
             recipients = [r["reference"] for r in c.get("recipient", [])]
             found.append(Notice(at, codes[0], step[1] if step else "?", recipients[0] if recipients else None,
                                 c["payload"][0]["contentString"], task_ref))
         return sorted(found, key=lambda n: (n.at, n.kind, n.step))
+
+    def _stored(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        return self.db.run(lambda s: s.get(StoredResource, (resource_type, resource_id)))
 
     def outbox(self) -> list[OutboxItem]:
         """Every outbox row, oldest first."""

@@ -13,7 +13,6 @@ from datetime import datetime
 
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
-
 from zorgpad.engine._apply import apply_outcome
 from zorgpad.engine._evaluate import evaluate
 from zorgpad.engine._model import EnrolmentState, TimerFired, TimerKind

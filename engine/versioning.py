@@ -21,7 +21,6 @@ from datetime import datetime
 
 from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
-
 from zorgpad.engine._apply import apply_outcome
 from zorgpad.engine._dsl import Pathway
 from zorgpad.engine._evaluate import evaluate
@@ -50,7 +49,7 @@ def plan_step_map(old: type[Pathway], new: type[Pathway], step_map: Mapping[str,
             problems.append(f"{target!r} is not a step of {new.id}|{new.version}")
     full: dict[str, str | None] = {}
     for source in old_ids:
-        full[source] = step_map[source] if source in step_map else (source if source in new_ids else None)
+        full[source] = step_map.get(source, source if source in new_ids else None)
     targets = [t for t in full.values() if t is not None]
     for target in sorted({t for t in targets if targets.count(t) > 1}):
         problems.append(f"several old steps map to {target!r}")

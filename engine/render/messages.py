@@ -28,7 +28,8 @@ _TEMPLATES = {
     "en/cancelled": "Cancelled: '{{ step }}' for {{ patient }} ({{ pathway }}): {{ reason }}.",
 }
 
-_ENVIRONMENT = Environment(loader=DictLoader(_TEMPLATES), undefined=StrictUndefined, autoescape=False,
+_ENVIRONMENT = Environment(loader=DictLoader(_TEMPLATES), undefined=StrictUndefined, autoescape=False,  # noqa: S701 - plain-text notices, never HTML
+
                            keep_trailing_newline=False)
 
 

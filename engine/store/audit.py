@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlmodel import Session
-
 from zorgpad.engine.store.tables import AuditEntry
 
 

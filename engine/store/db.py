@@ -19,7 +19,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
-
 from zorgpad.engine.errors import ConfigurationError
 
 DEFAULT_URL = "sqlite:///zorgpad.db"

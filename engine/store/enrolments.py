@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, col, select
-
 from zorgpad.engine._model import EnrolmentState
 from zorgpad.engine._model import StepRun as StepRunState
 from zorgpad.engine._states import EnrolmentStatus, StepState

@@ -13,7 +13,6 @@ from typing import Any
 
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
-
 from zorgpad.engine.store.search_params import params_for
 from zorgpad.engine.store.tables import (
     ResourceVersion,
@@ -66,7 +65,7 @@ def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *
     meta["lastUpdated"] = now.astimezone(UTC).isoformat().replace("+00:00", "Z")
     content["meta"] = meta
     if current is None:
-        current = StoredResource(resource_type=rtype, id=rid)
+        current = StoredResource(resource_type=rtype, id=rid, last_updated=now)
     current.version_id = version
     current.last_updated = now
     current.deleted = deleted

@@ -7,7 +7,6 @@ from typing import Any
 
 from sqlalchemy import Column, Index, Integer, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
-
 from zorgpad.engine.store._types import JSONDocument, UTCDateTime
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import zorgpad.engine.store.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from alembic import context
 from sqlmodel import SQLModel
-
-import zorgpad.engine.store.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 config = context.config
 engine = config.attributes["engine"]

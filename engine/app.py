@@ -36,6 +36,11 @@ def create_app(db: Database, *, registry: Registry | None = None, tick_interval:
     app.state.engine = engine
     app.state.runner = runner
 
+    from zorgpad.fhir.server import create_router, install_error_handlers  # composition root
+
+    install_error_handlers(app)
+    app.include_router(create_router(engine))
+
     @app.get("/healthz", tags=["operations"])
     def healthz() -> JSONResponse:
         """Whether the service and its database answer."""

@@ -215,6 +215,32 @@ def db_upgrade(db_url: str | None) -> None:
         click.echo(f"database {database_url(db_url)} is at revision {current_revision(database)}")
 
 
+@main.group()
+def token() -> None:
+    """Bearer tokens for the FHIR interface and the dashboard."""
+
+
+@token.command("create")
+@click.option("--org", "organisation", default=None, metavar="ORGANIZATION_ID",
+              help="The organisation the token acts for: an id (gp-1) or Organization/gp-1.")
+@click.option("--admin", is_flag=True, help="An administrator token: sees every patient.")
+@click.option("--name", default=None, help="A label for the audit log (default: the organisation).")
+@_db_option
+def token_create(organisation: str | None, admin: bool, name: str | None, db_url: str | None) -> None:
+    """Create a token and print it (it is stored only as a hash: keep it now)."""
+    from zorgpad.engine.store.tokens import create_token
+
+    if admin == (organisation is not None):
+        raise CLIError("give exactly one of --org ORGANIZATION_ID or --admin")
+    if organisation is not None and not organisation.startswith("Organization/"):
+        organisation = f"Organization/{organisation}"
+    with _errors():
+        database = _open(db_url)
+        secret = database.run(lambda s: create_token(s, datetime.now(UTC), organisation=organisation,
+                                                     admin=admin, name=name))
+    click.echo(secret)
+
+
 def _serve(db_url: str | None, host: str, port: int, tick_interval: float, files: tuple[str, ...]) -> None:
     import uvicorn
     from zorgpad.engine.app import create_app

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-
 from zorgpad.engine.store.db import Database
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,6 +31,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _is_postgres(option: str) -> bool:
     return option.startswith(("postgresql", "postgres"))
+
+
+def _admin_url(option: str) -> Any:
+    return make_url(option).set(drivername="postgresql+psycopg")
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +94,36 @@ def db(db_url: str) -> Iterator[Database]:
     database = Database(db_url)
     yield database
     database.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_factory(db_option: str, _template_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+        Callable[[], str]]:
+    """Makes further empty, migrated databases on the chosen dialect (e.g. one per server process)."""
+    made: list[str] = []
+
+    def make() -> str:
+        if _template_url.startswith("sqlite"):
+            target = tmp_path_factory.mktemp("db") / "zorgpad.db"
+            shutil.copy(_template_url.removeprefix("sqlite:///"), target)
+            return f"sqlite:///{target}"
+        base = make_url(_template_url)
+        name = f"{base.database}_{len(made) + 1}"
+        admin = create_engine(_admin_url(db_option), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        made.append(name)
+        url = base.set(database=name).render_as_string(hide_password=False)
+        fresh = Database(url)
+        fresh.upgrade()
+        fresh.dispose()
+        return url
+
+    yield make
+    if made:
+        admin = create_engine(_admin_url(db_option), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            for name in made:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -19,6 +19,9 @@ COMMON: dict[str, tuple[Kind, tuple[str, ...]]] = {
     "patient": ("reference", ("subject", "patient", "for", "beneficiary")),
     "subject": ("reference", ("subject", "for")),
     "encounter": ("reference", ("encounter", "context")),
+    "_tag": ("token", ("meta.tag",)),
+    "_security": ("token", ("meta.security",)),
+    "_profile": ("token", ("meta.profile",)),
 }
 
 #: Extra or different parameters per resource type.

@@ -198,3 +198,17 @@ class SearchDate(SQLModel, table=True):
         Index("ix_search_date_lookup", "resource_type", "param", "start"),
         Index("ix_search_date_owner", "resource_type", "resource_id"),
     )
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token, stored only as its SHA-256 hash, for an organisation or an administrator."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    token_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    name: str = Field(max_length=128)
+    organisation: str | None = Field(default=None, max_length=128)
+    admin: bool = False
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    revoked_at: datetime | None = _utc()

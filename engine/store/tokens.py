@@ -1,0 +1,37 @@
+"""Bearer tokens: created by `zorgpad token create`, stored hashed, looked up per request."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime
+
+from sqlmodel import Session, col, select
+from zorgpad.engine.errors import ConfigurationError
+from zorgpad.engine.store.tables import ApiToken
+
+PREFIX = "zp_"
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(session: Session, now: datetime, *, organisation: str | None = None, admin: bool = False,
+                 name: str | None = None) -> str:
+    """A new token for ``organisation`` (``Organization/id``) or an administrator; returns the secret once."""
+    if admin == (organisation is not None):
+        raise ConfigurationError("a token is either for one organisation or for an administrator")
+    if organisation is not None and (not organisation.startswith("Organization/") or organisation.count("/") != 1
+                                     or not organisation.split("/", 1)[1]):
+        raise ConfigurationError(f"expected an organisation reference like Organization/gp-1 (got {organisation!r})")
+    token = PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiToken(token_hash=_hash(token), name=name or (organisation or "admin"),
+                         organisation=organisation, admin=admin, created_at=now))
+    return token
+
+
+def find_token(session: Session, token: str) -> ApiToken | None:
+    """The live token record for a presented secret, if any."""
+    return session.exec(select(ApiToken).where(ApiToken.token_hash == _hash(token),
+                                               col(ApiToken.revoked_at).is_(None))).first()

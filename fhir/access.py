@@ -1,0 +1,155 @@
+"""Who may see and write what.
+
+Every request carries ``Authorization: Bearer <token>``. An administrator's token sees everything. An
+organisation's token sees the patients that organisation takes part in: it is the patient's
+``generalPractitioner`` (directly or through one of its PractitionerRoles), a member of the patient's
+CareTeam, or the owner or requester of one of the patient's Tasks. Resources about other patients are
+answered as if they did not exist (404), so their existence does not leak. Directory resources that
+belong to no patient (Organization, Practitioner, Endpoint, …) are visible to every organisation;
+Subscriptions only to the organisation that created them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import String, and_, exists, literal, or_, select
+from sqlalchemy.sql import Select
+from sqlmodel import Session, col
+from zorgpad.engine.store.audit import Actor
+from zorgpad.engine.store.resources import patient_of
+from zorgpad.engine.store.tables import SearchReference, SearchToken, StoredResource
+from zorgpad.engine.store.tokens import find_token
+from zorgpad.fhir.outcomes import FHIRError
+
+OWNER_TAG_SYSTEM = "https://zorgpad.nl/fhir/CodeSystem/owner-organisation"
+#: Resource types only their creating organisation sees.
+OWNED_TYPES = frozenset({"Subscription"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller: a named token acting for an organisation, or an administrator."""
+
+    name: str
+    organisation: str | None
+    admin: bool
+
+    @property
+    def actor(self) -> Actor:
+        """The caller as the audit log names it."""
+        return Actor(self.name, self.organisation)
+
+
+def authenticate(session: Session, authorization: str | None) -> Principal:
+    """The principal for an ``Authorization`` header, or a 401."""
+    if not authorization:
+        raise FHIRError(401, "authentication required: send 'Authorization: Bearer <token>'", code="login")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise FHIRError(401, "expected 'Authorization: Bearer <token>'", code="login")
+    record = find_token(session, token.strip())
+    if record is None:
+        raise FHIRError(401, "unknown or revoked token", code="login")
+    return Principal(record.name, record.organisation, record.admin)
+
+
+def _refs(node: Any, element: str) -> list[str]:
+    values = node.get(element) if isinstance(node, Mapping) else None
+    values = values if isinstance(values, list) else [values]
+    return [v["reference"] for v in values if isinstance(v, Mapping) and isinstance(v.get("reference"), str)]
+
+
+class Scope:
+    """What one principal may see: applied as SQL to every query and checked on every write."""
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+
+    @property
+    def unrestricted(self) -> bool:
+        """Whether the principal sees everything."""
+        return self.principal.admin
+
+    def _org_refs(self) -> Select[Any]:
+        """The organisation's own reference and those of its PractitionerRoles."""
+        org = self.principal.organisation or ""
+        roles = select(literal("PractitionerRole/", String) + col(SearchReference.resource_id)).where(
+            SearchReference.resource_type == "PractitionerRole", SearchReference.param == "organization",
+            SearchReference.target == org)
+        return select(literal(org, String)).union(roles)
+
+    def patients(self) -> Select[Any]:
+        """SQL for the ``Patient/id`` references of the patients the organisation takes part in."""
+        link = and_(SearchReference.resource_type == StoredResource.resource_type,
+                    SearchReference.resource_id == StoredResource.id)
+        roles = or_(
+            and_(SearchReference.resource_type == "Patient", SearchReference.param == "general-practitioner"),
+            and_(SearchReference.resource_type == "CareTeam", SearchReference.param == "participant"),
+            and_(SearchReference.resource_type == "Task", col(SearchReference.param).in_(["owner", "requester"])),
+        )
+        return (select(StoredResource.patient).join(SearchReference, link)
+                .where(roles, col(SearchReference.target).in_(self._org_refs()),
+                       col(StoredResource.deleted).is_(False)))
+
+    def restrict(self, query: Select[Any]) -> Select[Any]:
+        """Limit a query over ``StoredResource`` to what the principal may see."""
+        if self.unrestricted:
+            return query
+        owned = exists().where(SearchToken.resource_type == StoredResource.resource_type,
+                               SearchToken.resource_id == StoredResource.id, SearchToken.param == "_tag",
+                               SearchToken.system == OWNER_TAG_SYSTEM,
+                               SearchToken.code == (self.principal.organisation or ""))
+        directory = and_(col(StoredResource.patient).is_(None),
+                         or_(col(StoredResource.resource_type).not_in(sorted(OWNED_TYPES)), owned))
+        return query.where(or_(directory, col(StoredResource.patient).in_(self.patients())))
+
+    def sees_patient(self, session: Session, patient: str | None) -> bool:
+        """Whether the principal takes part in ``patient``'s care (True for no patient)."""
+        if self.unrestricted or patient is None:
+            return True
+        query = self.patients().where(StoredResource.patient == patient).limit(1)
+        return session.execute(query).first() is not None
+
+    def sees(self, session: Session, stored: StoredResource) -> bool:
+        """Whether the principal may see one stored resource."""
+        if self.unrestricted:
+            return True
+        if stored.resource_type in OWNED_TYPES and stored.patient is None:
+            return self.owns(stored.content)
+        return self.sees_patient(session, stored.patient)
+
+    def owns(self, resource: Mapping[str, Any]) -> bool:
+        """Whether an owned-type resource carries this principal's owner tag."""
+        if self.unrestricted:
+            return True
+        tags = (resource.get("meta") or {}).get("tag") or []
+        return any(t.get("system") == OWNER_TAG_SYSTEM and t.get("code") == self.principal.organisation
+                   for t in tags if isinstance(t, Mapping))
+
+    def check_write(self, session: Session, resource: dict[str, Any], existing: StoredResource | None) -> None:
+        """Refuse (404 for what the principal cannot see, 403 otherwise) a write it may not make."""
+        if self.unrestricted:
+            return
+        if existing is not None and not existing.deleted and not self.sees(session, existing):
+            raise FHIRError(404, f"{existing.resource_type}/{existing.id} is not known", code="not-found")
+        rtype = resource.get("resourceType")
+        if rtype in OWNED_TYPES:
+            meta = resource.setdefault("meta", {})
+            tags = [t for t in meta.get("tag") or [] if t.get("system") != OWNER_TAG_SYSTEM]
+            meta["tag"] = [*tags, {"system": OWNER_TAG_SYSTEM, "code": self.principal.organisation}]
+            return
+        patient = patient_of(resource)
+        if patient is None:
+            return
+        if rtype == "Patient" and (existing is None or existing.deleted):
+            org_refs = {r[0] for r in session.execute(self._org_refs())}
+            if org_refs & set(_refs(resource, "generalPractitioner")):
+                return
+            raise FHIRError(403, "an organisation may only register a new Patient whose generalPractitioner it is",
+                            code="forbidden")
+        if not self.sees_patient(session, patient):
+            raise FHIRError(403, f"{self.principal.organisation} takes no part in the care of {patient}",
+                            code="forbidden")

@@ -65,6 +65,9 @@ class Database:
         else:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(self.url, **kwargs)
+        #: Called as ``listener(session, stored, previous, now)`` after every resource write, inside the
+        #: writing transaction (the FHIR layer queues Subscription notifications this way).
+        self.resource_listeners: list[Callable[..., None]] = []
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, sqlite_synchronous)
 
@@ -77,6 +80,7 @@ class Database:
     def transaction(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on any error."""
         with Session(self.engine, expire_on_commit=False) as session:
+            session.info["resource_listeners"] = self.resource_listeners
             try:
                 yield session
                 session.commit()

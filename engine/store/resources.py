@@ -58,6 +58,7 @@ def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *
     """
     rtype, rid = str(resource["resourceType"]), str(resource["id"])
     current = session.get(StoredResource, (rtype, rid), with_for_update=True)
+    previous = None if current is None or current.deleted else current.content
     version = current.version_id + 1 if current else 1
     content: JSON = copy.deepcopy(dict(resource))
     meta = dict(content.get("meta") or {})
@@ -75,6 +76,8 @@ def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *
     session.add(ResourceVersion(resource_type=rtype, id=rid, version_id=version, last_updated=now,
                                 method=method, deleted=deleted, content=None if deleted else content))
     _reindex(session, content, deleted)
+    for listener in session.info.get("resource_listeners", ()):
+        listener(session, current, previous, now)
     return current
 
 

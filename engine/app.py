@@ -16,9 +16,15 @@ from zorgpad.engine.scheduler import EmbeddedRunner
 from zorgpad.engine.store.db import Database
 
 
+def build_engine(db: Database, registry: Registry | None = None) -> Engine:
+    """The engine with everything wired in: the FHIR layer's delivery channels and change listeners."""
+    engine = Engine(db, registry)
+    return engine
+
+
 def create_app(db: Database, *, registry: Registry | None = None, tick_interval: float | None = 5.0) -> FastAPI:
     """The Zorgpad HTTP app over ``db``; with ``tick_interval`` it also runs the embedded runner."""
-    engine = Engine(db, registry)
+    engine = build_engine(db, registry)
     runner = EmbeddedRunner(engine, tick_interval) if tick_interval else None
 
     @asynccontextmanager

@@ -176,11 +176,11 @@ def pathways_migrate(pathway_id: str, from_version: str, to_version: str, mappin
 @_db_option
 def tick(now: str | None, files: tuple[str, ...], db_url: str | None) -> None:
     """Fire every timer that is due, then exit."""
-    from zorgpad.engine.runtime import Engine
+    from zorgpad.engine.app import build_engine
 
     moment = _parse_now(now)
     with _errors():
-        engine = Engine(_open(db_url), _registry(files))
+        engine = build_engine(_open(db_url), _registry(files))
         fired = engine.tick(moment)
     click.echo(f"fired {fired} timers")
 
@@ -191,11 +191,11 @@ def tick(now: str | None, files: tuple[str, ...], db_url: str | None) -> None:
 @_db_option
 def deliver(now: str | None, files: tuple[str, ...], db_url: str | None) -> None:
     """Flush the outbox once, then exit."""
-    from zorgpad.engine.runtime import Engine
+    from zorgpad.engine.app import build_engine
 
     moment = _parse_now(now)
     with _errors():
-        report = Engine(_open(db_url), _registry(files)).deliver(moment)
+        report = build_engine(_open(db_url), _registry(files)).deliver(moment)
     click.echo(f"delivered {report.delivered}, retrying {report.retried}, dead-lettered {report.dead}")
 
 
@@ -279,12 +279,12 @@ def serve(host: str, port: int, tick_interval: float, files: tuple[str, ...], db
 @_with_serve_options
 def demo(host: str, port: int, tick_interval: float, files: tuple[str, ...], db_url: str | None) -> None:
     """Seed a fictional region into the database, then serve it."""
+    from zorgpad.engine.app import build_engine
     from zorgpad.engine.demo import seed
-    from zorgpad.engine.runtime import Engine
 
     url = db_url or "sqlite:///zorgpad-demo.db"
     with _errors():
-        engine = Engine(_open(url, migrate=True), _registry(files))
+        engine = build_engine(_open(url, migrate=True), _registry(files))
         patients = seed(engine, datetime.now(UTC))
     click.echo(f"seeded {len(patients)} demo patients into {url}")
     _serve(url, host, port, tick_interval, files)

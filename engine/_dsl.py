@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 from zorgpad.engine._criteria import AnyOf, Coding, Condition, Criterion
 from zorgpad.engine._durations import Duration
@@ -38,9 +38,18 @@ class Reminder:
     to: Role | None = None
 
     def offsets(self) -> list[Duration]:
-        """When each reminder falls, measured from the step's due moment."""
+        """When each reminder falls, measured from the step's due moment (approximate across units)."""
         start = self.first if self.first is not None else Duration(0, self.every.unit)
         return [start + self.every * n if n else start for n in range(self.times)]
+
+    def moments(self, due: datetime) -> list[datetime]:
+        """When each reminder falls for a step due at ``due``, in exact calendar arithmetic."""
+        moment = self.first.after(due) if self.first is not None else due
+        found = [moment]
+        for _ in range(self.times - 1):
+            moment = self.every.after(moment)
+            found.append(moment)
+        return found
 
 
 @dataclass(frozen=True)
@@ -158,7 +167,8 @@ class Pathway:
     @classmethod
     def known_roles(cls) -> tuple[Role, ...]:
         """The standard roles plus the ones this pathway declares."""
-        return STANDARD_ROLES + tuple(r for r in cls.roles if r not in STANDARD_ROLES)
+        declared = cls.roles if isinstance(cls.roles, list | tuple) else ()
+        return STANDARD_ROLES + tuple(r for r in declared if isinstance(r, Role) and r not in STANDARD_ROLES)
 
     @classmethod
     def criteria(cls) -> dict[str, Criterion]:
@@ -190,8 +200,9 @@ def defn(
     from zorgpad.engine._validate import validate  # local: _validate imports this module
 
     def declare(cls: P) -> P:
+        names = dict(vars(cls))  # before the pathway's own attributes overwrite any step of the same name
         steps: list[Step] = []
-        for name, value in vars(cls).items():
+        for name, value in names.items():
             if isinstance(value, Step):
                 if not value.id:
                     value.id = name
@@ -203,12 +214,8 @@ def defn(
         cls.description = doc
         cls.title = title or (doc.splitlines()[0].rstrip(".") if doc else cls.__name__)
         cls.url = url or f"{DEFAULT_BASE_URL}/PlanDefinition/{id}"
-        validate(cls, names=vars(cls))
+        validate(cls, names=names)
         return cls
 
     return declare
 
-
-def step_attributes(pathway: type[Pathway]) -> dict[str, Any]:
-    """The class attributes that are steps, by attribute name (for validation and tooling)."""
-    return {name: value for name, value in vars(pathway).items() if isinstance(value, Step)}

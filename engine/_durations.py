@@ -28,15 +28,20 @@ _FIXED: dict[str, timedelta] = {
 def _add_months(when: datetime, months: int) -> datetime:
     month_index = when.month - 1 + months
     year, month = when.year + month_index // 12, month_index % 12 + 1
-    day = min(when.day, calendar.monthrange(year, month)[1])
-    return when.replace(year=year, month=month, day=day)
+    last_day = calendar.monthrange(year, month)[1]
+    if when.day > last_day:
+        # Clamped to the month's last day: take its last moment, so that a later start never gives an
+        # earlier result (30 Jan 23:00 and 31 Jan 00:00 both end on 28 Feb 23:59:59.999999).
+        return when.replace(year=year, month=month, day=last_day, hour=23, minute=59, second=59,
+                            microsecond=999999)
+    return when.replace(year=year, month=month)
 
 
 @dataclass(frozen=True, order=False)
 class Duration:
     """A whole number of UCUM time units: ``minutes``, ``hours``, ``days``, ``weeks``, ``months``, ``years``.
 
-    Months and years are calendar units: one month after 31 January is 28 or 29 February.
+    Months and years are calendar units: one month after 31 January is the end of 28 or 29 February.
     """
 
     value: int

@@ -160,9 +160,9 @@ class _Evaluation:
         self.commands.append(Notify(NoticeKind.REMINDER, step.id, run.iteration, role, seq=seq))
         # Reminders missed while the service was down are not sent in a burst: go on from the next one
         # that still lies in the future.
-        offsets = step.remind.offsets()
-        for later in range(seq + 1, len(offsets)):
-            at = offsets[later].after(run.due_at)
+        moments = step.remind.moments(run.due_at)
+        for later in range(seq + 1, len(moments)):
+            at = moments[later]
             if at > self.now:
                 self.commands.append(ScheduleTimer(TimerKind.REMIND, step.id, run.iteration, at, seq=later))
                 break
@@ -178,6 +178,11 @@ class _Evaluation:
             raise IllegalTransitionError(
                 f"step {step.id!r}: the owner cannot set its Task to {event.status!r} "
                 "(reject it, or ask a coordinator to mark it not applicable)"
+            )
+        if run.state is StepState.FAILED and target is StepState.READY:
+            raise IllegalTransitionError(
+                f"step {step.id!r} cannot go from failed to {event.status}: only a coordinator reassigns a "
+                "rejected step"
             )
         if target is run.state:
             run.business_status = event.status if event.status in ("received", "accepted", "on-hold") else None
@@ -296,7 +301,7 @@ class _Evaluation:
             return
         timers = [ScheduleTimer(TimerKind.DUE, step.id, run.iteration, run.due_at)]
         if step.remind is not None:
-            first = step.remind.offsets()[0].after(run.due_at)
+            first = step.remind.moments(run.due_at)[0]
             timers.append(ScheduleTimer(TimerKind.REMIND, step.id, run.iteration, first, seq=0))
         if step.escalate is not None:
             timers.append(ScheduleTimer(TimerKind.ESCALATE, step.id, run.iteration,

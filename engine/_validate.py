@@ -46,9 +46,11 @@ def _check_identity(pathway: type[Pathway]) -> list[str]:
         value = getattr(pathway, label)
         if value is not None and not isinstance(value, Criterion | AnyOf):
             problems.append(f"'{label}' must be a Criterion or criteria joined with | (got {_got(value)})")
-    for role in pathway.roles:
-        if not isinstance(role, Role):
-            problems.append(f"'roles' must hold Role objects (got {_got(role)})")
+    if not isinstance(pathway.roles, list | tuple):
+        problems.append(f"'roles' must be a tuple of Role objects (got {_got(pathway.roles)})")
+    else:
+        problems += [f"'roles' must hold Role objects (got {_got(role)})"
+                     for role in pathway.roles if not isinstance(role, Role)]
     return problems
 
 
@@ -165,7 +167,8 @@ def _check_escalation(step: Step, roles: set[Role]) -> list[str]:
 
 
 def _check_cycles(pathway: type[Pathway]) -> list[str]:
-    graph = {s.id: [p.id for p in s.predecessors if isinstance(p, Step)] for s in pathway.steps}
+    own = {id(s) for s in pathway.steps}
+    graph = {s.id: [p.id for p in s.predecessors if isinstance(p, Step) and id(p) in own] for s in pathway.steps}
     state: dict[str, int] = {}
     cycles: list[str] = []
 

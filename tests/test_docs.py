@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import click
-
 from zorgpad.engine.cli import main
 
 README = Path(__file__).resolve().parent.parent / "README.md"

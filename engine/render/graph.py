@@ -25,30 +25,30 @@ def _node(step: Step) -> str:
 
 def to_mermaid(pathway: type[Pathway], *, highlight: str | None = None) -> str:
     """A Mermaid ``flowchart TD`` of ``pathway``; ``highlight`` marks one step (the current one)."""
-    out = ["flowchart TD", f'    start(("{_label(pathway.title)}<br/>{pathway.id} {pathway.version}"))']
+    out = ["flowchart TD", f'    pathway-start(("{_label(pathway.title)}<br/>{pathway.id} {pathway.version}"))']
     if pathway.enrol_when is not None:
         out[1] = out[1][:-3] + f'<br/>enrol when: {_label(str(pathway.enrol_when))}"))'
     for step in pathway.steps:
         out.append(_node(step))
     for step in pathway.steps:
         if not step.predecessors:
-            out.append(f"    start --> {'|after ' + str(step.offset) + '| ' if step.offset else ''}{step.id}")
+            out.append(f"    pathway-start --> {'|after ' + str(step.offset) + '| ' if step.offset else ''}{step.id}")
         for before in step.predecessors:
             label = f"|after {step.offset}| " if step.offset else ""
             out.append(f"    {before.id} --> {label}{step.id}")
         if step.repeat:
             out.append(f"    {step.id} -. every {step.repeat} .-> {step.id}")
         if step.remind:
-            out.append(f'    {step.id}_remind>"remind {step.remind.times}x every {step.remind.every}"]')
-            out.append(f"    {step.id} -.-> {step.id}_remind")
+            out.append(f'    {step.id}-remind>"remind {step.remind.times}x every {step.remind.every}"]')
+            out.append(f"    {step.id} -.-> {step.id}-remind")
         if step.escalate:
-            out.append(f'    {step.id}_escalate{{{{"escalate to {step.escalate.to.code} '
+            out.append(f'    {step.id}-escalate{{{{"escalate to {step.escalate.to.code} '
                        f'{step.escalate.after} after due"}}}}')
-            out.append(f"    {step.id} -.-> {step.id}_escalate")
+            out.append(f"    {step.id} -.-> {step.id}-escalate")
         if step.handover:
-            out.append(f'    {step.id} ==>|handover| {step.id}_to(["{step.handover.to.display}"])')
+            out.append(f'    {step.id} ==>|handover| {step.id}-to(["{step.handover.to.display}"])')
     if pathway.exit_when is not None:
-        out.append(f'    exit(("exit when: {_label(str(pathway.exit_when))}"))')
+        out.append(f'    pathway-exit(("exit when: {_label(str(pathway.exit_when))}"))')
     if highlight:
         out.append("    classDef current fill:#ffe08a,stroke:#b07d00,stroke-width:3px")
         out.append(f"    class {highlight} current")

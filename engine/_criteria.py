@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 JSON = Mapping[str, Any]
@@ -94,6 +95,7 @@ class Criterion:
     value: bool | int | float | str | Coding | None = None
     present: str | tuple[str, ...] = ()
     description: str = ""
+    date: str | None = None  # dotted path to a date the pathway times against, e.g. "period.end"
 
     @property
     def codes(self) -> tuple[Coding, ...]:
@@ -125,6 +127,19 @@ class Criterion:
         if self.value is not None and not _value_matches(self.value, resource):
             return False
         return all(_present(resource, element) for element in self.required_elements)
+
+    def date_of(self, resource: JSON) -> datetime | None:
+        """The moment at ``date`` in ``resource`` (a date means its start), or None."""
+        if self.date is None:
+            return None
+        for node in _walk(resource, self.date.split(".")):
+            if isinstance(node, str):
+                try:
+                    moment = datetime.fromisoformat(node.replace("Z", "+00:00"))
+                except ValueError:
+                    continue
+                return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return None
 
     def __or__(self, other: Criterion | AnyOf) -> AnyOf:
         return AnyOf(self.leaves() + other.leaves())

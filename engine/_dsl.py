@@ -71,6 +71,21 @@ class Handover:
 
 
 @dataclass(frozen=True)
+class Before:
+    """A deadline ``by`` before the date that a criterion's resource carries (its ``date`` element), such
+    as a discharge conversation due 12 hours before the planned discharge. The step waits until such a
+    resource is known."""
+
+    of: Criterion
+    by: Duration
+
+
+def before(of: Criterion, by: Duration) -> Before:
+    """A deadline ``by`` before the date in the resource that meets ``of``."""
+    return Before(of, by)
+
+
+@dataclass(frozen=True)
 class ActionContext:
     """What an integrator's step action is told. Actions run after commit, at least once, through the
     outbox: make them idempotent on ``idempotency_key``."""
@@ -95,7 +110,7 @@ class Step:
     owner: Role | None = None
     after: Step | Sequence[Step] = ()
     offset: Duration | None = None
-    due: Duration | None = None
+    due: Duration | Before | None = None
     repeat: Duration | None = None
     remind: Reminder | None = None
     escalate: Escalation | None = None
@@ -106,6 +121,9 @@ class Step:
     action: Action | None = None
     code: Coding | None = None
     description: str = ""
+    again_when: Condition | None = None
+    inform: Role | tuple[Role, ...] = ()
+    automatic: bool = False
     id: str = field(default="", init=False)
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -121,6 +139,14 @@ class Step:
         return (after,)  # type: ignore[return-value]  # validation reports anything that is not a Step
 
     @property
+    def informs(self) -> tuple[Role, ...]:
+        """The roles told when the step starts (``inform=`` as a tuple)."""
+        inform: object = self.inform
+        if isinstance(inform, list | tuple):
+            return tuple(inform)
+        return (inform,)  # type: ignore[return-value]  # validation reports anything that is not a Role
+
+    @property
     def assignee(self) -> Role | None:
         """The role whose Task this is: the receiver for a handover, otherwise the owner."""
         return self.handover.to if self.handover else self.owner
@@ -131,7 +157,8 @@ class Step:
 
 #: Attribute names that belong to the pathway itself and cannot name a step.
 RESERVED = frozenset(
-    {"id", "version", "title", "description", "url", "canonical", "steps", "roles", "enrol_when", "exit_when"}
+    {"id", "version", "title", "description", "url", "canonical", "steps", "roles", "enrol_when", "exit_when",
+     "requires", "step", "known_roles", "criteria"}
 )
 
 
@@ -146,6 +173,7 @@ class Pathway:
     enrol_when: ClassVar[Condition | None] = None
     exit_when: ClassVar[Condition | None] = None
     roles: ClassVar[tuple[Role, ...]] = ()
+    requires: ClassVar[tuple[str, ...]] = ()  # pathway ids the patient must be actively enrolled in
     steps: ClassVar[tuple[Step, ...]] = ()
 
     def __init__(self) -> None:
@@ -172,18 +200,25 @@ class Pathway:
 
     @classmethod
     def criteria(cls) -> dict[str, Criterion]:
-        """Every single criterion the pathway uses, by name."""
+        """Every single criterion the pathway uses, by name (computed once per declared pathway)."""
+        cached: dict[str, Criterion] | None = cls.__dict__.get("_criteria_cache")
+        if cached is not None:
+            return cached
         found: dict[str, Criterion] = {}
         for condition in _conditions(cls):
             for leaf in condition.leaves():
                 found.setdefault(leaf.name, leaf)
+        if cls.id:  # declared with @defn: the declaration no longer changes
+            cls._criteria_cache = found  # type: ignore[attr-defined]
         return found
 
 
 def _conditions(pathway: type[Pathway]) -> list[Condition]:
     conditions: list[Condition] = [c for c in (pathway.enrol_when, pathway.exit_when) if c is not None]
     for step in pathway.steps:
-        conditions += [c for c in (step.done_when, step.only_if) if isinstance(c, Criterion | AnyOf)]
+        conditions += [c for c in (step.done_when, step.only_if, step.again_when) if isinstance(c, Criterion | AnyOf)]
+        if isinstance(step.due, Before) and isinstance(step.due.of, Criterion):
+            conditions.append(step.due.of)
     return conditions
 
 

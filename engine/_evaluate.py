@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from zorgpad.engine._criteria import Condition
-from zorgpad.engine._dsl import Pathway, Step
+from zorgpad.engine._dsl import Before, Pathway, Step
 from zorgpad.engine._model import (
     CancelTimers,
     Command,
@@ -101,6 +101,7 @@ class _Evaluation:
     def _enrol(self, event: Enrol) -> None:
         for name, refs in event.facts.items():
             self.state.facts[name] = dict(refs)
+        self.state.dates.update(event.dates)
         exit_fact = self._holding(self.pathway.exit_when)
         if exit_fact:
             self._end(EnrolmentStatus.EXITED, f"exit criterion {exit_fact} was already met")
@@ -109,8 +110,12 @@ class _Evaluation:
 
     def _resource_changed(self, event: ResourceChanged) -> None:
         ref = event.reference
+        criteria = self.pathway.criteria()
         for name in event.matched:
             self.state.facts.setdefault(name, {})[ref] = self.now
+            moment = criteria[name].date_of(event.resource) if name in criteria else None
+            if moment is not None:
+                self.state.dates[name] = moment
         for name in list(self.state.facts):
             if ref in self.state.facts[name] and name not in event.matched:
                 del self.state.facts[name][ref]
@@ -126,7 +131,26 @@ class _Evaluation:
             done = {c.name for c in step.done_when.leaves()} if step.done_when is not None else set()
             if run.state in OPEN_STATES and done & event.matched:
                 self._complete(step, run, f"{ref} recorded")
+        for step in self.pathway.steps:
+            again = {c.name for c in step.again_when.leaves()} if step.again_when is not None else set()
+            if again & event.matched:
+                self._again(step, self.state.steps[step.id], ref)
         self._advance()
+
+    def _again(self, step: Step, run: StepRun, ref: str) -> None:
+        """Run a step once more because ``ref`` changed (a new round now; an open round is left alone)."""
+        if run.completions == 0 or run.state in OPEN_STATES:
+            return
+        if run.state is StepState.COMPLETED:
+            check_transition(step.id, run.state, StepState.PENDING)
+            run.state = StepState.PENDING
+            run.iteration += 1
+        elif run.state is not StepState.PENDING:
+            return
+        run.start_at = self.now
+        run.ready_at = run.due_at = None
+        run.reason = f"{ref} changed"
+        self.commands.append(CancelTimers(step.id))
 
     def _timer_fired(self, event: TimerFired) -> None:
         step = self.steps.get(event.step_id)
@@ -265,6 +289,9 @@ class _Evaluation:
             run.start_at = self.now
         if run.start_at > self.now:
             return False
+        if isinstance(step.due, Before) and step.due.of.name not in self.state.dates:
+            run.business_status = "waiting-for-date"
+            return False
         if step.only_if is not None and not self._holding(step.only_if):
             if step.otherwise == "skip":
                 check_transition(step.id, run.state, StepState.SKIPPED)
@@ -288,13 +315,20 @@ class _Evaluation:
         self.commands.append(OpenTask(step.id, run.iteration, role.code, requester, run.due_at))
         if step.handover is not None:
             self.commands.append(Notify(NoticeKind.HANDOVER, step.id, run.iteration, step.handover.to.code))
+        for seq, informed in enumerate(step.informs):
+            self.commands.append(Notify(NoticeKind.INFORM, step.id, run.iteration, informed.code, seq=seq))
         if step.action is not None:
             self.commands.append(RunAction(step.id, run.iteration))
-        if step.done_when is not None and self._done_fact(step, run):
+        if step.automatic:
+            self._complete(step, run, "done when started")
+        elif step.done_when is not None and self._done_fact(step, run):
             self._complete(step, run, f"{self._done_fact(step, run)} was already recorded")
 
     def _schedule_deadlines(self, step: Step, run: StepRun, *, restart: bool) -> None:
-        run.due_at = step.due.after(self.now) if step.due is not None else None
+        if isinstance(step.due, Before):
+            run.due_at = self.state.dates[step.due.of.name] - step.due.by.approximate()
+        else:
+            run.due_at = step.due.after(self.now) if step.due is not None else None
         run.overdue = run.escalated = False
         run.reminders_sent = 0
         if run.due_at is None:

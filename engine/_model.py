@@ -28,6 +28,7 @@ class NoticeKind(StrEnum):
     HANDOVER = "handover"
     REJECTED = "rejected"
     CANCELLED = "cancelled"
+    INFORM = "inform"
 
 
 @dataclass
@@ -68,6 +69,7 @@ class EnrolmentState:
     end_reason: str | None = None
     steps: dict[str, StepRun] = field(default_factory=dict)
     facts: Facts = field(default_factory=dict)
+    dates: dict[str, datetime] = field(default_factory=dict)  # criterion name -> the date its resource carries
 
     def copy(self) -> EnrolmentState:
         """A copy that evaluation may change without touching this one."""
@@ -75,6 +77,7 @@ class EnrolmentState:
             self,
             steps={k: replace(v) for k, v in self.steps.items()},
             facts={k: dict(v) for k, v in self.facts.items()},
+            dates=dict(self.dates),
         )
 
 
@@ -86,6 +89,7 @@ class Enrol:
     """Start the enrolment; ``facts`` are the patient's stored resources that already match criteria."""
 
     facts: Mapping[str, Mapping[str, datetime]] = field(default_factory=dict)
+    dates: Mapping[str, datetime] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from zorgpad.engine._criteria import AnyOf, Criterion
-from zorgpad.engine._dsl import RESERVED, Escalation, Handover, Pathway, Reminder, Step
+from zorgpad.engine._dsl import RESERVED, Before, Escalation, Handover, Pathway, Reminder, Step
 from zorgpad.engine._durations import Duration
 from zorgpad.engine._roles import Role
 from zorgpad.engine.errors import InvalidPathwayError
@@ -25,7 +25,8 @@ def validate(pathway: type[Pathway], names: Mapping[str, Any] | None = None) -> 
     problems: list[str] = []
     problems += _check_identity(pathway)
     problems += _check_names(pathway, names or vars(pathway))
-    roles = set(pathway.known_roles())
+    # The base class's method: a step that took the name 'known_roles' must not hide it.
+    roles = set(Pathway.__dict__["known_roles"].__func__(pathway))
     for step in pathway.steps:
         problems += _check_step(pathway, step, roles)
     problems += _check_cycles(pathway)
@@ -51,6 +52,11 @@ def _check_identity(pathway: type[Pathway]) -> list[str]:
     else:
         problems += [f"'roles' must hold Role objects (got {_got(role)})"
                      for role in pathway.roles if not isinstance(role, Role)]
+    requires = pathway.requires
+    if not isinstance(requires, list | tuple) or not all(isinstance(r, str) and r for r in requires):
+        problems.append(f"'requires' must be a tuple of pathway ids (got {_got(requires)})")
+    elif pathway.id in requires:
+        problems.append("it requires an enrolment in itself")
     return problems
 
 
@@ -98,7 +104,9 @@ def _check_step(pathway: type[Pathway], step: Step, roles: set[Role]) -> list[st
 
     for label in ("offset", "due", "repeat"):
         value = getattr(step, label)
-        if value is not None and not isinstance(value, Duration):
+        if label == "due" and isinstance(value, Before):
+            problems += _check_before(step, value)
+        elif value is not None and not isinstance(value, Duration):
             problems.append(f"step {step.id!r}: '{label}' must be a Duration (got {_got(value)})")
     if isinstance(step.repeat, Duration) and step.repeat.value == 0:
         problems.append(f"step {step.id!r} repeats every 0 {step.repeat.unit}")
@@ -106,10 +114,19 @@ def _check_step(pathway: type[Pathway], step: Step, roles: set[Role]) -> list[st
     problems += _check_reminder(step, roles)
     problems += _check_escalation(step, roles)
 
-    for label in ("done_when", "only_if"):
+    for label in ("done_when", "only_if", "again_when"):
         value = getattr(step, label)
         if value is not None and not isinstance(value, Criterion | AnyOf):
             problems.append(f"step {step.id!r}: '{label}' must be a Criterion (got {_got(value)})")
+    if isinstance(step.again_when, Criterion | AnyOf) and isinstance(step.done_when, Criterion | AnyOf):
+        shared = {c.name for c in step.again_when.leaves()} & {c.name for c in step.done_when.leaves()}
+        if shared:
+            problems.append(f"step {step.id!r} has {', '.join(sorted(shared))} both in done_when and again_when")
+    for role in step.informs:
+        problems += _role_problem(step, "inform", role, roles)
+    if step.automatic and (step.remind is not None or step.escalate is not None or step.done_when is not None):
+        problems.append(f"step {step.id!r} is automatic (done as soon as it starts) but has reminders, an "
+                        "escalation or done_when")
     if step.otherwise not in ("wait", "skip"):
         problems.append(f"step {step.id!r}: 'otherwise' must be 'wait' or 'skip' (got {step.otherwise!r})")
     if step.otherwise == "skip" and step.only_if is None:
@@ -123,6 +140,17 @@ def _check_step(pathway: type[Pathway], step: Step, roles: set[Role]) -> list[st
                          for c in step.handover.content if not isinstance(c, Criterion)]
     if step.action is not None and not callable(step.action):
         problems.append(f"step {step.id!r}: 'action' must be callable (got {_got(step.action)})")
+    return problems
+
+
+def _check_before(step: Step, deadline: Before) -> list[str]:
+    problems = []
+    if not isinstance(deadline.of, Criterion) or deadline.of.date is None:
+        problems.append(f"step {step.id!r}: due=before(...) needs a Criterion with a date= element "
+                        f"(got {_got(deadline.of)})")
+    if not isinstance(deadline.by, Duration) or deadline.by.unit in ("mo", "a"):
+        problems.append(f"step {step.id!r}: due=before(..., by) needs a Duration in minutes, hours, days or weeks "
+                        f"(got {_got(deadline.by)})")
     return problems
 
 
@@ -143,7 +171,7 @@ def _check_reminder(step: Step, roles: set[Role]) -> list[str]:
     if remind.to is not None:
         problems += _role_problem(step, "remind.to", remind.to, roles)
     escalate = step.escalate
-    if (not problems and isinstance(escalate, Escalation) and isinstance(escalate.after, Duration)):
+    if not problems and isinstance(escalate, Escalation) and isinstance(escalate.after, Duration):
         last = remind.offsets()[-1]
         if last.approximate() >= escalate.after.approximate():
             problems.append(f"step {step.id!r} reminds {last} after due, which is not before its escalation "
@@ -195,7 +223,9 @@ def _check_criteria(pathway: type[Pathway]) -> list[str]:
     by_name: dict[str, Criterion] = {}
     conditions = [pathway.enrol_when, pathway.exit_when]
     for step in pathway.steps:
-        conditions += [step.done_when, step.only_if]
+        conditions += [step.done_when, step.only_if, step.again_when]
+        if isinstance(step.due, Before):
+            conditions.append(step.due.of)
         if isinstance(step.handover, Handover):
             conditions += list(step.handover.content)
     for condition in conditions:

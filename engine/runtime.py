@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 from zorgpad.engine._apply import ACTION_CHANNEL, NOTIFY_CHANNEL, apply_outcome
+from zorgpad.engine._dsl import Pathway
 from zorgpad.engine._evaluate import evaluate, new_enrolment
 from zorgpad.engine._model import (
     Enrol,
@@ -48,6 +49,22 @@ class IngestResult:
     advanced: list[str] = field(default_factory=list)
 
 
+def known_facts(session: Session, pathway: type[Pathway], patient: str, now: datetime
+                ) -> tuple[dict[str, dict[str, datetime]], dict[str, datetime]]:
+    """The criteria of ``pathway`` that the patient's stored resources already meet, and their dates."""
+    criteria = pathway.criteria()
+    facts: dict[str, dict[str, datetime]] = {}
+    dates: dict[str, datetime] = {}
+    for resource in resources_of_patient(session, patient, {c.resource_type for c in criteria.values()}):
+        for name, criterion in criteria.items():
+            if criterion.matches(resource):
+                facts.setdefault(name, {})[f"{resource['resourceType']}/{resource['id']}"] = now
+                moment = criterion.date_of(resource)
+                if moment is not None:
+                    dates[name] = moment
+    return facts, dates
+
+
 class Engine:
     """Zorgpad's runtime over one database and one set of registered pathways."""
 
@@ -76,15 +93,9 @@ class Engine:
                  actor: Actor = SYSTEM, now: datetime, enrolment_id: str | None = None) -> EnrolmentState:
         """:meth:`enrol` inside the caller's transaction."""
         pathway = self.registry.get(pathway_id, version)
-        criteria = pathway.criteria()
-        facts: dict[str, dict[str, datetime]] = {}
-        types = {c.resource_type for c in criteria.values()}
-        for resource in resources_of_patient(session, patient, types):
-            for name, criterion in criteria.items():
-                if criterion.matches(resource):
-                    facts.setdefault(name, {})[f"{resource['resourceType']}/{resource['id']}"] = now
+        facts, dates = known_facts(session, pathway, patient, now)
         state = new_enrolment(pathway, enrolment_id or new_id(), patient, now)
-        event = Enrol(facts)
+        event = Enrol(facts, dates)
         outcome = evaluate(pathway, state, event, now)
         apply_outcome(session, pathway, None, event, outcome, now, actor)
         return outcome.state
@@ -124,6 +135,8 @@ class Engine:
             newest = self.registry.get(pathway_id)
             if newest.version != version or pathway_id in enrolled_in:
                 continue
+            if any(required not in enrolled_in for required in newest.requires):
+                continue  # e.g. the transmural pathway only follows patients already in palliative care
             state = self.enrol_in(session, pathway_id, patient, actor=actor, now=now)
             enrolled_in.add(pathway_id)
             result.enrolled.append(state.id)

@@ -28,10 +28,10 @@ from zorgpad.engine._model import Command, Enrol, EnrolmentState, OpenTask, Outc
 from zorgpad.engine._states import OPEN_STATES, EnrolmentStatus, StepState
 from zorgpad.engine.errors import MigrationError
 from zorgpad.engine.registry import Registry
+from zorgpad.engine.runtime import known_facts
 from zorgpad.engine.store.audit import Actor, audit
 from zorgpad.engine.store.db import Database
 from zorgpad.engine.store.enrolments import load_state, lock_enrolments
-from zorgpad.engine.store.resources import resources_of_patient
 from zorgpad.engine.store.tables import Enrolment, Timer
 
 MIGRATE_ACTOR = Actor("system:migrate")
@@ -118,15 +118,12 @@ def _migrate_one(session: Session, row: Enrolment, state: EnrolmentState, old: t
                                       run.due_at))
     for step in new.steps:
         steps.setdefault(step.id, StepRun(step.id, owner_role=step.assignee.code if step.assignee else None))
-    criteria = new.criteria()
-    facts: dict[str, dict[str, datetime]] = {}
-    for resource in resources_of_patient(session, state.patient, {c.resource_type for c in criteria.values()}):
-        ref = f"{resource['resourceType']}/{resource['id']}"
-        for name, criterion in criteria.items():
-            if criterion.matches(resource):
-                facts.setdefault(name, {})[ref] = state.facts.get(name, {}).get(ref, now)
-    moved = replace(state, version=new.version, steps=steps, facts={})
-    event = Enrol(facts)
+    facts, dates = known_facts(session, new, state.patient, now)
+    for name, refs in facts.items():  # a fact keeps the moment it was first known
+        for ref in refs:
+            refs[ref] = state.facts.get(name, {}).get(ref, now)
+    moved = replace(state, version=new.version, steps=steps, facts={}, dates={})
+    event = Enrol(facts, dates)
     outcome = evaluate(new, moved, event, now)
     outcome = Outcome(outcome.state, (*extra, *outcome.commands))
     apply_outcome(session, new, state, event, outcome, now, actor, row)

@@ -24,6 +24,8 @@ _TEMPLATES = {
                    "Wijs de stap opnieuw toe of markeer hem als niet van toepassing.",
     "en/rejected": "Rejected: '{{ step }}' for {{ patient }} ({{ pathway }}): {{ reason }}. "
                    "Reassign the step or mark it not applicable.",
+    "nl/inform": "Ter informatie: {{ step }} - {{ patient }} ({{ pathway }}).",
+    "en/inform": "For your information: {{ step }} - {{ patient }} ({{ pathway }}).",
     "nl/cancelled": "Vervallen: '{{ step }}' voor {{ patient }} ({{ pathway }}): {{ reason }}.",
     "en/cancelled": "Cancelled: '{{ step }}' for {{ patient }} ({{ pathway }}): {{ reason }}.",
 }

@@ -53,6 +53,7 @@ def load_state(session: Session, enrolment: Enrolment) -> EnrolmentState:
         end_reason=enrolment.end_reason,
         steps=steps,
         facts=_facts_from_json(enrolment.facts),
+        dates={name: datetime.fromisoformat(when) for name, when in (enrolment.dates or {}).items()},
     )
 
 
@@ -69,6 +70,8 @@ def save_state(session: Session, state: EnrolmentState, before: EnrolmentState |
     row.end_reason = state.end_reason
     if before is None or before.facts != state.facts:
         row.facts = _facts_to_json(state.facts)
+    if before is None or before.dates != state.dates:
+        row.dates = {name: when.isoformat() for name, when in state.dates.items()}
     row.revision += 1
     session.add(row)
     session.flush()

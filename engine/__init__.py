@@ -3,8 +3,8 @@
 The public surface is exactly ``__all__``; everything in ``_private`` modules may change.
 """
 
-from zorgpad.engine._criteria import AnyOf, Coding, Criterion
-from zorgpad.engine._dsl import ActionContext, Escalation, Handover, Pathway, Reminder, Step, defn
+from zorgpad.engine._criteria import AllOf, AnyOf, Coding, Criterion
+from zorgpad.engine._dsl import ActionContext, Before, Escalation, Handover, Pathway, Reminder, Step, before, defn
 from zorgpad.engine._durations import Duration, days, hours, minutes, months, weeks, years
 from zorgpad.engine._evaluate import evaluate, new_enrolment
 from zorgpad.engine._model import (
@@ -59,7 +59,9 @@ __all__ = [
     "ROLE_SYSTEM",
     "STANDARD_ROLES",
     "ActionContext",
+    "AllOf",
     "AnyOf",
+    "Before",
     "Clock",
     "Coding",
     "Command",
@@ -97,6 +99,7 @@ __all__ = [
     "TimerKind",
     "UnknownPathwayError",
     "Withdraw",
+    "before",
     "days",
     "defn",
     "evaluate",

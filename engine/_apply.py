@@ -11,6 +11,7 @@ from sqlalchemy import delete
 from sqlmodel import Session, col
 from zorgpad.engine._assign import patient_label, resolve
 from zorgpad.engine._dsl import Pathway, Step
+from zorgpad.engine._letters import letter_context
 from zorgpad.engine._model import (
     CancelTimers,
     Command,
@@ -32,6 +33,8 @@ from zorgpad.engine._projection import (
     task_id,
     to_careplan,
     to_communication,
+    to_letter,
+    to_summary,
     to_task,
 )
 from zorgpad.engine.render.messages import render_notice
@@ -103,7 +106,9 @@ class _Applier:
         requester = None
         if command.requester_role:
             requester = resolve(self.session, self.state.patient, command.requester_role).owner
-        inputs = self._handover_content(step) if step.handover else None
+        inputs = self._handover_content(step) if step.handover else []
+        if step.letter is not None or (step.handover is not None and step.handover.summary is not None):
+            inputs += self._letters(step, command.iteration, requester or run.owner)
         task = to_task(self.pathway, step, self.state, command.iteration, status="requested", role=command.role,
                        owner=run.owner, requester=requester, due_at=command.due_at, now=self.now,
                        business_status="unassigned" if run.owner is None else None, reason=note,
@@ -112,6 +117,28 @@ class _Applier:
             task["note"] = [{"text": note, "time": instant(self.now)}]
         put_resource(self.session, task, self.now, method="PUT")
         self.new_tasks.append(f"Task/{task['id']}")
+
+    def _letters(self, step: Step, iteration: int, author: str | None) -> list[str]:
+        """Render the step's letter (a Communication to the patient and relatives) and its handover summary
+        (a Composition); return their references for Task.input."""
+        from zorgpad.engine.render.letters import language, render_letter
+
+        assert self.pathway.letters is not None
+        context = letter_context(self.session, self.pathway, self.state, step, self.now)
+        made: list[str] = []
+        if step.letter is not None:
+            text = render_letter(self.pathway.letters, step.letter, context)
+            letter = to_letter(self.state, step, iteration, text=text, recipients=context["recipients"],
+                               now=self.now, language=language())
+            put_resource(self.session, letter, self.now, method="PUT")
+            made.append(f"Communication/{letter['id']}")
+        if step.handover is not None and step.handover.summary is not None:
+            html = render_letter(self.pathway.letters, step.handover.summary, context, html=True)
+            summary = to_summary(self.state, step, iteration, html=html, author=author, now=self.now,
+                                 entries=context["content_refs"], title=context["summary_title"])
+            put_resource(self.session, summary, self.now, method="PUT")
+            made.append(f"Composition/{summary['id']}")
+        return made
 
     def _handover_content(self, step: Step) -> list[str]:
         assert step.handover is not None

@@ -75,7 +75,7 @@ def _present(resource: JSON, element: str) -> bool:
     if element.endswith("[x]"):
         values = _choice_values(resource, element[:-3])
     else:
-        values = [resource[element]] if element in resource else []
+        values = list(_walk(resource, element.split(".")))
     return any(v not in (None, False, "", [], {}) for v in values)
 
 
@@ -144,6 +144,9 @@ class Criterion:
     def __or__(self, other: Criterion | AnyOf) -> AnyOf:
         return AnyOf(self.leaves() + other.leaves())
 
+    def __and__(self, other: Criterion | AnyOf | AllOf) -> AllOf:
+        return AllOf((self,) + (other.parts if isinstance(other, AllOf) else (other,)))
+
     def __str__(self) -> str:
         return self.name
 
@@ -165,8 +168,33 @@ class AnyOf:
     def __or__(self, other: Criterion | AnyOf) -> AnyOf:
         return AnyOf(self.criteria + other.leaves())
 
+    def __and__(self, other: Criterion | AnyOf | AllOf) -> AllOf:
+        return AllOf((self,) + (other.parts if isinstance(other, AllOf) else (other,)))
+
     def __str__(self) -> str:
         return " | ".join(c.name for c in self.criteria)
 
 
+@dataclass(frozen=True)
+class AllOf:
+    """Holds when every one of its criteria holds for some resource of the patient (built with ``a & b``).
+
+    Only a step's ``only_if`` guard may combine criteria this way: it asks about the patient's known
+    facts, not about one resource.
+    """
+
+    parts: tuple[Criterion | AnyOf, ...]
+
+    def leaves(self) -> tuple[Criterion, ...]:
+        """Every single criterion in it."""
+        return tuple(leaf for part in self.parts for leaf in part.leaves())
+
+    def __and__(self, other: Criterion | AnyOf | AllOf) -> AllOf:
+        return AllOf(self.parts + (other.parts if isinstance(other, AllOf) else (other,)))
+
+    def __str__(self) -> str:
+        return " & ".join(f"({p})" if isinstance(p, AnyOf) else str(p) for p in self.parts)
+
+
 Condition = Criterion | AnyOf
+Guard = Criterion | AnyOf | AllOf

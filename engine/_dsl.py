@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Literal, TypeVar
 
-from zorgpad.engine._criteria import AnyOf, Coding, Condition, Criterion
+from zorgpad.engine._criteria import AllOf, AnyOf, Coding, Condition, Criterion, Guard
 from zorgpad.engine._durations import Duration
 from zorgpad.engine._roles import STANDARD_ROLES, Role
 
@@ -68,6 +68,7 @@ class Handover:
     to: Role
     content: tuple[Criterion, ...] = ()
     code: Coding | None = None
+    summary: str | None = None  # a letter template rendered into a Composition that travels with the Task
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class Step:
     remind: Reminder | None = None
     escalate: Escalation | None = None
     done_when: Condition | None = None
-    only_if: Condition | None = None
+    only_if: Guard | None = None
     otherwise: Literal["wait", "skip"] = "wait"
     handover: Handover | None = None
     action: Action | None = None
@@ -124,6 +125,7 @@ class Step:
     again_when: Condition | None = None
     inform: Role | tuple[Role, ...] = ()
     automatic: bool = False
+    letter: str | None = None  # a letter template rendered for the patient and relatives when the step starts
     id: str = field(default="", init=False)
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -158,7 +160,7 @@ class Step:
 #: Attribute names that belong to the pathway itself and cannot name a step.
 RESERVED = frozenset(
     {"id", "version", "title", "description", "url", "canonical", "steps", "roles", "enrol_when", "exit_when",
-     "requires", "step", "known_roles", "criteria"}
+     "requires", "step", "known_roles", "criteria", "letters"}
 )
 
 
@@ -174,6 +176,7 @@ class Pathway:
     exit_when: ClassVar[Condition | None] = None
     roles: ClassVar[tuple[Role, ...]] = ()
     requires: ClassVar[tuple[str, ...]] = ()  # pathway ids the patient must be actively enrolled in
+    letters: ClassVar[str | None] = None  # folder of this pathway's letter templates
     steps: ClassVar[tuple[Step, ...]] = ()
 
     def __init__(self) -> None:
@@ -213,10 +216,11 @@ class Pathway:
         return found
 
 
-def _conditions(pathway: type[Pathway]) -> list[Condition]:
-    conditions: list[Condition] = [c for c in (pathway.enrol_when, pathway.exit_when) if c is not None]
+def _conditions(pathway: type[Pathway]) -> list[Guard]:
+    conditions: list[Guard] = [c for c in (pathway.enrol_when, pathway.exit_when) if c is not None]
     for step in pathway.steps:
-        conditions += [c for c in (step.done_when, step.only_if, step.again_when) if isinstance(c, Criterion | AnyOf)]
+        conditions += [c for c in (step.done_when, step.only_if, step.again_when)
+                       if isinstance(c, Criterion | AnyOf | AllOf)]
         if isinstance(step.due, Before) and isinstance(step.due.of, Criterion):
             conditions.append(step.due.of)
     return conditions

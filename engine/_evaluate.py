@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from zorgpad.engine._criteria import Condition
+from zorgpad.engine._criteria import AllOf, Guard
 from zorgpad.engine._dsl import Before, Pathway, Step
 from zorgpad.engine._model import (
     CancelTimers,
@@ -408,21 +408,27 @@ class _Evaluation:
                        run.reason, run.owner)
         )
 
-    def _holding(self, condition: Condition | None) -> str | None:
-        """The name of a criterion of ``condition`` that some known resource meets, if any."""
+    def _holding(self, condition: Guard | None) -> str | None:
+        """The name of a criterion of ``condition`` that some known resource meets, if any (for ``a & b``:
+        all of them must be met, and the names are joined)."""
         if condition is None:
             return None
+        if isinstance(condition, AllOf):
+            met = [self._holding(part) for part in condition.parts]
+            return None if None in met else " & ".join(m for m in met if m)
         for leaf in condition.leaves():
             if self.state.facts.get(leaf.name):
                 return leaf.name
         return None
 
     def _done_fact(self, step: Step, run: StepRun) -> str | None:
-        """A resource meeting the step's done_when: any for the first round, a fresh one after that."""
+        """A resource meeting the step's done_when. One recorded before the step started counts for a step
+        that runs once (the work was already done); a recurring step counts only what its round brought."""
         if step.done_when is None:
             return None
+        earlier_counts = run.iteration == 0 and step.repeat is None
         for leaf in step.done_when.leaves():
             for ref, when in self.state.facts.get(leaf.name, {}).items():
-                if run.iteration == 0 or (run.ready_at is not None and when >= run.ready_at):
+                if earlier_counts or (run.ready_at is not None and when >= run.ready_at):
                     return ref
         return None

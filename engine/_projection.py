@@ -122,3 +122,46 @@ def to_communication(state: EnrolmentState, step: Step, iteration: int, kind: No
     communication["extension"] = [{"url": f"{ZORGPAD}/StructureDefinition/created",
                                    "valueDateTime": instant(now)}]
     return communication
+
+
+def to_letter(state: EnrolmentState, step: Step, iteration: int, *, text: str, recipients: list[str],
+              now: datetime, language: str) -> JSON:
+    """A letter to the patient (and relatives) as a Communication in preparation, for the owner to send."""
+    letter: JSON = {
+        "resourceType": "Communication",
+        "id": str(uuid.uuid5(_NAMESPACE, f"letter/{state.id}/{step.id}/{iteration}")),
+        "basedOn": [{"reference": f"CarePlan/{state.id}"}],
+        "status": "preparation",
+        "category": [{"coding": [{"system": NOTICE_SYSTEM, "code": "letter"}]}],
+        "subject": {"reference": state.patient},
+        "about": [{"reference": f"Task/{task_id(state.id, step.id, iteration)}"}],
+        "payload": [{"contentString": text}],
+        "extension": [{"url": f"{ZORGPAD}/StructureDefinition/created", "valueDateTime": instant(now)},
+                      {"url": f"{ZORGPAD}/StructureDefinition/language", "valueCode": language}],
+    }
+    if recipients:
+        letter["recipient"] = [{"reference": ref} for ref in recipients]
+    return letter
+
+
+def to_summary(state: EnrolmentState, step: Step, iteration: int, *, html: str, author: str | None,
+               now: datetime, entries: list[str], title: str) -> JSON:
+    """A handover summary as a Composition whose narrative is the rendered letter."""
+    div = html.strip()
+    if not div.startswith("<div"):
+        div = f'<div xmlns="http://www.w3.org/1999/xhtml">{div}</div>'
+    composition: JSON = {
+        "resourceType": "Composition",
+        "id": str(uuid.uuid5(_NAMESPACE, f"summary/{state.id}/{step.id}/{iteration}")),
+        "text": {"status": "generated", "div": div},
+        "status": "final",
+        "type": {"coding": [{"system": f"{ZORGPAD}/CodeSystem/document-type", "code": "handover-summary"}],
+                 "text": title},
+        "subject": {"reference": state.patient},
+        "date": instant(now),
+        "author": [{"reference": author}] if author else [{"display": "Zorgpad"}],
+        "title": title,
+    }
+    if entries:
+        composition["section"] = [{"title": title, "entry": [{"reference": ref} for ref in entries]}]
+    return composition

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from zorgpad.engine._criteria import AnyOf, Criterion
+from zorgpad.engine._criteria import AllOf, AnyOf, Criterion
 from zorgpad.engine._dsl import RESERVED, Before, Escalation, Handover, Pathway, Reminder, Step
 from zorgpad.engine._durations import Duration
 from zorgpad.engine._roles import Role
@@ -116,8 +116,10 @@ def _check_step(pathway: type[Pathway], step: Step, roles: set[Role]) -> list[st
 
     for label in ("done_when", "only_if", "again_when"):
         value = getattr(step, label)
-        if value is not None and not isinstance(value, Criterion | AnyOf):
-            problems.append(f"step {step.id!r}: '{label}' must be a Criterion (got {_got(value)})")
+        allowed: tuple[type, ...] = (Criterion, AnyOf, AllOf) if label == "only_if" else (Criterion, AnyOf)
+        if value is not None and not isinstance(value, allowed):
+            problems.append(f"step {step.id!r}: '{label}' must be a Criterion"
+                            f"{' (a & b only in only_if)' if isinstance(value, AllOf) else ''} (got {_got(value)})")
     if isinstance(step.again_when, Criterion | AnyOf) and isinstance(step.done_when, Criterion | AnyOf):
         shared = {c.name for c in step.again_when.leaves()} & {c.name for c in step.done_when.leaves()}
         if shared:
@@ -138,9 +140,27 @@ def _check_step(pathway: type[Pathway], step: Step, roles: set[Role]) -> list[st
             problems += _role_problem(step, "handover.to", step.handover.to, roles)
             problems += [f"step {step.id!r}: handover content must be Criteria (got {_got(c)})"
                          for c in step.handover.content if not isinstance(c, Criterion)]
+    problems += _check_letters(pathway, step)
     if step.action is not None and not callable(step.action):
         problems.append(f"step {step.id!r}: 'action' must be callable (got {_got(step.action)})")
     return problems
+
+
+def _check_letters(pathway: type[Pathway], step: Step) -> list[str]:
+    from zorgpad.engine.render.letters import LANGUAGES, template_exists
+
+    wanted = []
+    if step.letter is not None:
+        wanted.append((step.letter, False))
+    if isinstance(step.handover, Handover) and step.handover.summary is not None:
+        wanted.append((step.handover.summary, True))
+    if not wanted:
+        return []
+    if not pathway.letters:
+        return [f"step {step.id!r} uses letter templates but the pathway names no 'letters' folder"]
+    return [f"step {step.id!r}: letter template {name!r} is missing for "
+            f"{'/'.join(LANGUAGES)} in {pathway.letters} (expected {name}.<language>.{'html' if html else 'txt'}.j2)"
+            for name, html in wanted if not template_exists(pathway.letters, name, html=html)]
 
 
 def _check_before(step: Step, deadline: Before) -> list[str]:
@@ -221,7 +241,7 @@ def _check_cycles(pathway: type[Pathway]) -> list[str]:
 def _check_criteria(pathway: type[Pathway]) -> list[str]:
     problems = []
     by_name: dict[str, Criterion] = {}
-    conditions = [pathway.enrol_when, pathway.exit_when]
+    conditions: list[object] = [pathway.enrol_when, pathway.exit_when]
     for step in pathway.steps:
         conditions += [step.done_when, step.only_if, step.again_when]
         if isinstance(step.due, Before):
@@ -229,7 +249,7 @@ def _check_criteria(pathway: type[Pathway]) -> list[str]:
         if isinstance(step.handover, Handover):
             conditions += list(step.handover.content)
     for condition in conditions:
-        if not isinstance(condition, Criterion | AnyOf):
+        if not isinstance(condition, Criterion | AnyOf | AllOf):
             continue
         for leaf in condition.leaves():
             if not _FHIR_ID.match(leaf.name):

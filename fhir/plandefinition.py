@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from zorgpad.engine import ROLE_SYSTEM, Coding, Criterion, Duration, Pathway, Step
-from zorgpad.engine._criteria import AnyOf
+from zorgpad.engine._criteria import AllOf, AnyOf
 
 JSON = dict[str, Any]
 UCUM = "http://unitsofmeasure.org"
@@ -65,8 +65,14 @@ def to_fhirpath(criterion: Criterion) -> str:
         else f"{criterion.resource_type}.exists()"
 
 
-def _condition(kind: str, condition: Criterion | AnyOf) -> JSON:
-    expression = " or ".join(to_fhirpath(c) for c in condition.leaves())
+def _expression(condition: Criterion | AnyOf | AllOf) -> str:
+    if isinstance(condition, AllOf):
+        return " and ".join(f"({_expression(part)})" for part in condition.parts)
+    return " or ".join(to_fhirpath(c) for c in condition.leaves())
+
+
+def _condition(kind: str, condition: Criterion | AnyOf | AllOf) -> JSON:
+    expression = _expression(condition)
     return {"kind": kind, "expression": {"description": str(condition), "language": "text/fhirpath",
                                          "expression": expression}}
 

@@ -6,7 +6,11 @@
 from __future__ import annotations
 
 from zorgpad.engine import Pathway
+from zorgpad.pathways.acp import AdvanceCarePlanning
+from zorgpad.pathways.after_death import AfterDeath
+from zorgpad.pathways.dying_phase import DyingPhase
+from zorgpad.pathways.transmural import TransmuralDischarge
 
-REGISTRY: tuple[type[Pathway], ...] = ()
+REGISTRY: tuple[type[Pathway], ...] = (AdvanceCarePlanning, TransmuralDischarge, DyingPhase, AfterDeath)
 
-__all__ = ["REGISTRY"]
+__all__ = ["REGISTRY", "AdvanceCarePlanning", "AfterDeath", "DyingPhase", "TransmuralDischarge"]

@@ -37,6 +37,7 @@ from zorgpad.engine._projection import (
     to_summary,
     to_task,
 )
+from zorgpad.engine.render.letters import language
 from zorgpad.engine.render.messages import render_notice
 from zorgpad.engine.store.audit import Actor, audit
 from zorgpad.engine.store.enrolments import save_state
@@ -121,7 +122,7 @@ class _Applier:
     def _letters(self, step: Step, iteration: int, author: str | None) -> list[str]:
         """Render the step's letter (a Communication to the patient and relatives) and its handover summary
         (a Composition); return their references for Task.input."""
-        from zorgpad.engine.render.letters import language, render_letter
+        from zorgpad.engine.render.letters import render_letter
 
         assert self.pathway.letters is not None
         context = letter_context(self.session, self.pathway, self.state, step, self.now)
@@ -187,7 +188,7 @@ class _Applier:
         values = {"step": step.title, "patient": patient_label(self.session, self.state.patient),
                   "pathway": self.pathway.title, "due": instant(run.due_at) if run.due_at else "-",
                   "owner": run.owner or run.owner_role or "-", "reason": command.reason or "-"}
-        text = render_notice(command.kind.value, "nl", **values)
+        text = render_notice(command.kind.value, language(), **values)
         communication = to_communication(self.state, step, command.iteration, command.kind, command.seq,
                                          recipient=recipient, text=text, now=self.now)
         put_resource(self.session, communication, self.now, method="PUT")

@@ -141,6 +141,21 @@ def pathways_graph(pathway_id: str, version: str | None, files: tuple[str, ...])
         click.echo(to_mermaid(_registry(files).get(pathway_id, version)), nl=False)
 
 
+@pathways.command("export")
+@click.argument("pathway_id")
+@click.option("--version", "version", default=None, help="A version other than the newest.")
+@_files_option
+def pathways_export(pathway_id: str, version: str | None, files: tuple[str, ...]) -> None:
+    """Print a pathway as a FHIR R4 PlanDefinition (JSON)."""
+    import json
+
+    from zorgpad.fhir.plandefinition import to_plandefinition  # composition root: the CLI may use the FHIR layer
+
+    with _errors():
+        plan = to_plandefinition(_registry(files).get(pathway_id, version))
+    click.echo(json.dumps(plan, indent=2, ensure_ascii=False))
+
+
 @pathways.command("migrate")
 @click.argument("pathway_id")
 @click.option("--from", "from_version", required=True, help="The version enrolments are on now.")

@@ -27,6 +27,10 @@ from zorgpad.fhir.outcomes import FHIRError
 OWNER_TAG_SYSTEM = "https://zorgpad.nl/fhir/CodeSystem/owner-organisation"
 #: Resource types only their creating organisation sees.
 OWNED_TYPES = frozenset({"Subscription"})
+#: Shared directory data that belongs to no patient: every organisation may read it. Any other resource
+#: without a patient reference (a QuestionnaireResponse without subject, say) is for administrators only.
+DIRECTORY_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole", "Endpoint", "Questionnaire",
+                             "Location", "HealthcareService", "PlanDefinition", "Device", "Medication"})
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,8 @@ class Scope:
                                SearchToken.system == OWNER_TAG_SYSTEM,
                                SearchToken.code == (self.principal.organisation or ""))
         directory = and_(col(StoredResource.patient).is_(None),
-                         or_(col(StoredResource.resource_type).not_in(sorted(OWNED_TYPES)), owned))
+                         or_(col(StoredResource.resource_type).in_(sorted(DIRECTORY_TYPES)),
+                             and_(col(StoredResource.resource_type).in_(sorted(OWNED_TYPES)), owned)))
         return query.where(or_(directory, col(StoredResource.patient).in_(self.patients())))
 
     def sees_patient(self, session: Session, patient: str | None) -> bool:
@@ -117,8 +122,10 @@ class Scope:
         """Whether the principal may see one stored resource."""
         if self.unrestricted:
             return True
-        if stored.resource_type in OWNED_TYPES and stored.patient is None:
-            return self.owns(stored.content)
+        if stored.patient is None:
+            if stored.resource_type in OWNED_TYPES:
+                return self.owns(stored.content)
+            return stored.resource_type in DIRECTORY_TYPES
         return self.sees_patient(session, stored.patient)
 
     def owns(self, resource: Mapping[str, Any]) -> bool:
@@ -143,7 +150,10 @@ class Scope:
             return
         patient = patient_of(resource)
         if patient is None:
-            return
+            if rtype in DIRECTORY_TYPES:
+                return
+            raise FHIRError(403, f"a {rtype} that names no patient can only be written by an administrator "
+                                 "(give it a subject/patient you take part in)", code="forbidden")
         if rtype == "Patient" and (existing is None or existing.deleted):
             org_refs = {r[0] for r in session.execute(self._org_refs())}
             if org_refs & set(_refs(resource, "generalPractitioner")):

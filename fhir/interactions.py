@@ -110,6 +110,8 @@ def create(ctx: FHIRContext, resource: Any, *, if_none_exist: str | None = None)
 
         found = find(ctx, rtype, _query_pairs(if_none_exist))
         if len(found) == 1:
+            audit(ctx.session, ctx.principal.actor, ctx.now, action="R", what="read",
+                  entity=f"{rtype}/{found[0].id}", patient=found[0].patient, detail="If-None-Exist match")
             return found[0], False
         if len(found) > 1:
             raise FHIRError(412, f"If-None-Exist '{if_none_exist}' matches {len(found)} resources", code="duplicate")

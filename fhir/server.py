@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from email.utils import format_datetime
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -198,8 +199,12 @@ def create_router(engine: Engine) -> APIRouter:
     @router.post("/{resource_type}/_search")
     async def search_post(request: Request, resource_type: str) -> Response:
         """Search with the parameters in a form body (and the query string)."""
-        form = await request.form()
-        params = list(request.query_params.multi_items()) + [(k, str(v)) for k, v in form.multi_items()]
+        content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if content_type not in ("", "application/x-www-form-urlencoded"):
+            raise FHIRError(415, f"_search takes application/x-www-form-urlencoded (got {content_type!r})",
+                            code="not-supported")
+        body = (await request.body()).decode("utf-8", errors="replace")
+        params = list(request.query_params.multi_items()) + parse_qsl(body, keep_blank_values=True)
         return FHIRResponse(serve(request, lambda ctx: _search(ctx, resource_type, params)))
 
     @router.post("/{resource_type}")

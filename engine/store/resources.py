@@ -40,8 +40,11 @@ def patient_of(resource: Mapping[str, Any]) -> str | None:
         value = resource.get(element)
         if isinstance(value, Mapping):
             ref = value.get("reference")
-            if isinstance(ref, str) and ref.startswith("Patient/"):
-                return ref
+            if isinstance(ref, str):
+                # Relative (Patient/1) or absolute (https://…/Patient/1[/_history/2]) references.
+                parts = ref.split("/_history/")[0].rstrip("/").split("/")
+                if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
+                    return f"Patient/{parts[-1]}"
     return None
 
 

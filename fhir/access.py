@@ -154,7 +154,12 @@ class Scope:
                 return
             raise FHIRError(403, f"a {rtype} that names no patient can only be written by an administrator "
                                  "(give it a subject/patient you take part in)", code="forbidden")
-        if rtype == "Patient" and (existing is None or existing.deleted):
+        if rtype == "Patient" and existing is not None and existing.deleted:
+            if self.sees_patient(session, patient):
+                return
+            raise FHIRError(403, f"{patient} was deleted; only an administrator or an organisation still in its "
+                                 "care team may restore it", code="forbidden")
+        if rtype == "Patient" and existing is None:
             org_refs = {r[0] for r in session.execute(self._org_refs())}
             if org_refs & set(_refs(resource, "generalPractitioner")):
                 return

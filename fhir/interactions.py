@@ -28,8 +28,15 @@ _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 #: Task elements the owner may change (Nuts shared care planning rules); the rest is the requester's.
 TASK_MUTABLE = frozenset({"status", "statusReason", "businessStatus", "executionPeriod", "lastModified", "owner",
                           "location", "note", "relevantHistory", "output", "meta", "text"})
-#: Types whose instances the engine writes; clients may not create or delete them.
-ENGINE_TYPES = frozenset({"CarePlan"})
+
+
+def _engine_owned(ctx: FHIRContext, stored: StoredResource | None) -> bool:
+    """Whether a stored resource is the engine's own: an enrolment's CarePlan or a step's Task."""
+    if stored is None:
+        return False
+    if stored.resource_type == "CarePlan":
+        return ctx.session.get(Enrolment, stored.id) is not None
+    return stored.resource_type == "Task" and Engine.step_of_task(stored.content) is not None
 
 
 def check_type(resource_type: str, interaction: str) -> None:
@@ -102,9 +109,6 @@ def create(ctx: FHIRContext, resource: Any, *, if_none_exist: str | None = None)
     data = validate_resource(resource)
     rtype = data["resourceType"]
     check_type(rtype, "create")
-    if rtype in ENGINE_TYPES:
-        raise FHIRError(405, f"{rtype} resources are written by the engine (enrol with PlanDefinition/$apply)",
-                        code="not-supported")
     if if_none_exist:
         from zorgpad.fhir.search import find
 
@@ -146,8 +150,9 @@ def update(ctx: FHIRContext, resource_type: str, resource_id: str, resource: Any
     ctx.scope.check_write(ctx.session, data, existing)
     _check_if_match(existing, if_match)
     created = existing is None or existing.deleted
-    if resource_type in ENGINE_TYPES:
-        raise FHIRError(405, f"{resource_type} resources are written by the engine", code="not-supported")
+    if resource_type == "CarePlan" and (_engine_owned(ctx, existing) or ctx.session.get(Enrolment, resource_id)):
+        raise FHIRError(405, f"CarePlan/{resource_id} shows an enrolment and is written by the engine "
+                             "(use its Tasks, or PlanDefinition/$apply to enrol)", code="not-supported")
     if resource_type == "Task" and existing is not None and not existing.deleted:
         step = Engine.step_of_task(existing.content)
         if step is not None:
@@ -191,7 +196,9 @@ def _update_engine_task(ctx: FHIRContext, existing: StoredResource, data: JSON,
         raise FHIRError(409, "this Task belongs to an earlier round of its step or to an ended pathway version",
                         code="conflict")
     status = data.get("status")
-    if status != existing.content.get("status"):
+    old_status = existing.content.get("status")  # before the engine rewrites this very row
+    old_content = dict(existing.content)
+    if status != old_status:
         if status not in TASK_STATUSES:
             raise FHIRError(400, f"Task.status {status!r} is not a valid code", code="code-invalid")
         reason = (data.get("statusReason") or {}).get("text")
@@ -205,8 +212,11 @@ def _update_engine_task(ctx: FHIRContext, existing: StoredResource, data: JSON,
     merged = dict(latest.content)
     extra = {k: v for k, v in data.items() if k in ("note", "output", "location", "relevantHistory")
              and v != merged.get(k)}
-    if not extra and status != existing.content.get("status"):
-        return latest
+    if not extra:
+        if status == old_status and old_content == merged:
+            return latest  # nothing changed: no new version
+        if status != old_status:
+            return latest
     merged.update(extra)
     merged.pop("meta", None)
     return put_resource(ctx.session, merged, ctx.now, method="PUT")
@@ -218,7 +228,7 @@ def delete(ctx: FHIRContext, resource_type: str, resource_id: str) -> None:
     stored = _visible(ctx, resource_type, resource_id)
     if stored.deleted:
         return
-    if resource_type in ENGINE_TYPES or (resource_type == "Task" and Engine.step_of_task(stored.content)):
+    if _engine_owned(ctx, stored):
         raise FHIRError(405, f"{resource_type}/{resource_id} belongs to the engine; cancel or complete it instead",
                         code="not-supported")
     if resource_type == "Patient":

@@ -73,7 +73,7 @@ def read_virtual(ctx: FHIRContext, resource_type: str, resource_id: str, version
     """Read a PlanDefinition (from the registry) or an AuditEvent (from the audit log)."""
     if resource_type == "AuditEvent":
         row = ctx.session.get(AuditEntry, int(resource_id)) if resource_id.isdigit() else None
-        if row is None or not _audit_visible(ctx, row):
+        if row is None or not _audit_visible(ctx, row) or version not in (None, "1"):  # entries never change
             raise FHIRError(404, f"AuditEvent/{resource_id} is not known", code="not-found")
         return to_auditevent(row)
     try:

@@ -8,14 +8,14 @@
 | ``after=`` + ``offset=`` | ``relatedAction`` (``after-end``, ``offsetDuration``) |
 | ``due=`` | ``timingDuration`` |
 | ``only_if=`` / ``done_when=`` | ``condition`` ``applicability`` / ``stop`` |
-| ``repeat=``, reminders, escalation, handover | Zorgpad extensions on the action |
+| repeat, reminders, escalation, handover, again_when, inform, letters, due=before | Zorgpad extensions |
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from zorgpad.engine import ROLE_SYSTEM, Coding, Criterion, Duration, Pathway, Step
+from zorgpad.engine import ROLE_SYSTEM, Before, Coding, Criterion, Duration, Pathway, Step
 from zorgpad.engine._criteria import AllOf, AnyOf
 
 JSON = dict[str, Any]
@@ -81,9 +81,14 @@ def _role(code: str) -> JSON:
     return {"type": "practitioner", "role": {"coding": [{"system": ROLE_SYSTEM, "code": code}]}}
 
 
+def action_id(step: Step) -> str:
+    """The step's id as a FHIR id (no underscores): ``share_out_of_hours`` → ``share-out-of-hours``."""
+    return step.id.replace("_", "-")
+
+
 def to_action(step: Step) -> JSON:
     """One step as a PlanDefinition action."""
-    action: JSON = {"id": step.id, "title": step.title}
+    action: JSON = {"id": action_id(step), "title": step.title}
     if step.description:
         action["description"] = step.description
     if step.code is not None:
@@ -97,13 +102,13 @@ def to_action(step: Step) -> JSON:
         action["condition"] = conditions
     related = []
     for before in step.predecessors:
-        entry: JSON = {"actionId": before.id, "relationship": "after-end"}
+        entry: JSON = {"actionId": action_id(before), "relationship": "after-end"}
         if step.offset is not None:
             entry["offsetDuration"] = to_duration(step.offset)
         related.append(entry)
     if related:
         action["relatedAction"] = related
-    if step.due is not None:
+    if isinstance(step.due, Duration):
         action["timingDuration"] = to_duration(step.due)
     if step.owner is not None:
         action["participant"] = [_role(step.owner.code)]
@@ -111,6 +116,12 @@ def to_action(step: Step) -> JSON:
     extensions = []
     if step.offset is not None and not step.predecessors:
         extensions.append({"url": f"{EXT}/start-offset", "valueDuration": to_duration(step.offset)})
+    if isinstance(step.due, Before):
+        extensions.append({"url": f"{EXT}/due-before", "extension": [
+            {"url": "by", "valueDuration": to_duration(step.due.by)},
+            {"url": "of", "valueExpression": {"language": "text/fhirpath", "expression": to_fhirpath(step.due.of),
+                                              "description": step.due.of.name}},
+            {"url": "date", "valueString": step.due.of.date or ""}]})
     if step.repeat is not None:
         extensions.append({"url": f"{EXT}/repeat", "valueDuration": to_duration(step.repeat)})
     if step.remind is not None:
@@ -132,6 +143,15 @@ def to_action(step: Step) -> JSON:
         extensions.append({"url": f"{EXT}/handover", "extension": handover})
     if step.only_if is not None and step.otherwise == "skip":
         extensions.append({"url": f"{EXT}/otherwise", "valueCode": "skip"})
+    if step.again_when is not None:
+        extensions.append({"url": f"{EXT}/again-when", "valueExpression": {
+            "language": "text/fhirpath", "expression": _expression(step.again_when),
+            "description": str(step.again_when)}})
+    extensions += [{"url": f"{EXT}/inform", "valueCode": role.code} for role in step.informs]
+    if step.automatic:
+        extensions.append({"url": f"{EXT}/automatic", "valueBoolean": True})
+    if step.letter is not None:
+        extensions.append({"url": f"{EXT}/letter", "valueString": step.letter})
     if extensions:
         action["extension"] = extensions
     return action

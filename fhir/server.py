@@ -83,20 +83,42 @@ def _headers_for(stored: StoredResource | ResourceVersion, base: str) -> dict[st
             "Content-Location": f"{base}/{rtype}/{rid}/_history/{vid}"}
 
 
-async def _body(request: Request) -> Any:
+MAX_BODY = 50 * 1024 * 1024
+
+
+class Body:
+    """A request body read but not yet parsed: parsing waits until the caller is authenticated."""
+
+    def __init__(self, content_type: str, raw: bytes, too_large: bool) -> None:
+        self.content_type = content_type
+        self.raw = raw
+        self.too_large = too_large
+
+    def parse(self) -> Any:
+        """The JSON body, or a 4xx FHIRError saying what is wrong with it."""
+        if self.content_type and self.content_type not in _ACCEPTED_BODIES:
+            raise FHIRError(415, f"unsupported Content-Type {self.content_type!r}: send application/fhir+json",
+                            code="not-supported")
+        if self.too_large:
+            raise FHIRError(413, "the body is larger than 50 MB", code="too-costly")
+        if not self.raw.strip():
+            raise FHIRError(400, "the request has no body", code="required")
+        try:
+            return json.loads(self.raw, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            raise FHIRError(400, f"the body is not valid JSON: {exc}", code="structure") from None
+
+
+async def _body(request: Request) -> Body:
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if content_type and content_type not in _ACCEPTED_BODIES:
-        raise FHIRError(415, f"unsupported Content-Type {content_type!r}: send application/fhir+json",
-                        code="not-supported")
-    raw = await request.body()
-    if len(raw) > 50 * 1024 * 1024:
-        raise FHIRError(413, "the body is larger than 50 MB", code="too-costly")
-    if not raw.strip():
-        raise FHIRError(400, "the request has no body", code="required")
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise FHIRError(400, f"the body is not valid JSON: {exc}", code="structure") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return Body(content_type, b"", too_large=True)
+        chunks.append(chunk)
+    return Body(content_type, b"".join(chunks), too_large=False)
 
 
 def _reject_constant(name: str) -> Any:
@@ -170,7 +192,7 @@ def create_router(engine: Engine) -> APIRouter:
         from zorgpad.fhir.bundles import process_bundle
 
         body = await _body(request)
-        return FHIRResponse(serve(request, lambda ctx: process_bundle(ctx, body)))
+        return FHIRResponse(serve(request, lambda ctx: process_bundle(ctx, body.parse())))
 
     @router.post("/$process-message")
     async def process_message(request: Request) -> Response:
@@ -178,7 +200,7 @@ def create_router(engine: Engine) -> APIRouter:
         from zorgpad.fhir.messaging import process_message as handle
 
         body = await _body(request)
-        return FHIRResponse(serve(request, lambda ctx: handle(ctx, body)))
+        return FHIRResponse(serve(request, lambda ctx: handle(ctx, body.parse())))
 
     @router.api_route("/PlanDefinition/{resource_id}/$apply", methods=["GET", "POST"])
     async def apply(request: Request, resource_id: str) -> Response:
@@ -187,7 +209,8 @@ def create_router(engine: Engine) -> APIRouter:
 
         body = await _body(request) if request.method == "POST" else None
         params = list(request.query_params.multi_items())
-        result = serve(request, lambda ctx: apply_plandefinition(ctx, resource_id, body, params))
+        result = serve(request, lambda ctx: apply_plandefinition(ctx, resource_id, body.parse() if body else None,
+                                                                 params))
         return FHIRResponse(result)
 
     @router.get("/{resource_type}")
@@ -199,24 +222,31 @@ def create_router(engine: Engine) -> APIRouter:
     @router.post("/{resource_type}/_search")
     async def search_post(request: Request, resource_type: str) -> Response:
         """Search with the parameters in a form body (and the query string)."""
-        content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-        if content_type not in ("", "application/x-www-form-urlencoded"):
-            raise FHIRError(415, f"_search takes application/x-www-form-urlencoded (got {content_type!r})",
-                            code="not-supported")
-        body = (await request.body()).decode("utf-8", errors="replace")
-        params = list(request.query_params.multi_items()) + parse_qsl(body, keep_blank_values=True)
-        return FHIRResponse(serve(request, lambda ctx: _search(ctx, resource_type, params)))
+        body = await _body(request)
+
+        def work(ctx: FHIRContext) -> dict[str, Any]:
+            if body.content_type not in ("", "application/x-www-form-urlencoded"):
+                raise FHIRError(415, f"_search takes application/x-www-form-urlencoded (got {body.content_type!r})",
+                                code="not-supported")
+            form = parse_qsl(body.raw.decode("utf-8", errors="replace"), keep_blank_values=True)
+            return _search(ctx, resource_type, list(request.query_params.multi_items()) + form)
+
+        return FHIRResponse(serve(request, work))
 
     @router.post("/{resource_type}")
     async def create(request: Request, resource_type: str) -> Response:
         """Create with a server-assigned id (If-None-Exist for a conditional create)."""
         body = await _body(request)
-        if isinstance(body, dict) and body.get("resourceType") != resource_type:
+
+        def work(ctx: FHIRContext) -> tuple[StoredResource, bool]:
             interactions.check_type(resource_type, "create")
-            raise FHIRError(400, f"resourceType {body.get('resourceType')!r} does not match the URL, which names "
-                                 f"{resource_type!r}", code="invariant", expression=["resourceType"])
-        stored, created = serve(request, lambda ctx: interactions.create(
-            ctx, body, if_none_exist=request.headers.get("if-none-exist")))
+            data = body.parse()
+            if isinstance(data, dict) and data.get("resourceType") != resource_type:
+                raise FHIRError(400, f"resourceType {data.get('resourceType')!r} does not match the URL, which "
+                                     f"names {resource_type!r}", code="invariant", expression=["resourceType"])
+            return interactions.create(ctx, data, if_none_exist=request.headers.get("if-none-exist"))
+
+        stored, created = serve(request, work)
         return _written(request, stored, _base_url(request), 201 if created else 200, location=created)
 
     @router.get("/{resource_type}/{resource_id}")
@@ -237,14 +267,14 @@ def create_router(engine: Engine) -> APIRouter:
         """Update, or create with this id; If-Match for versioned updates."""
         body = await _body(request)
         stored, created = serve(request, lambda ctx: interactions.update(
-            ctx, resource_type, resource_id, body, if_match=request.headers.get("if-match")))
+            ctx, resource_type, resource_id, body.parse(), if_match=request.headers.get("if-match")))
         return _written(request, stored, _base_url(request), 201 if created else 200, location=created)
 
     @router.patch("/{resource_type}/{resource_id}")
     async def patch(request: Request, resource_type: str, resource_id: str) -> Response:
         """JSON Patch the current version."""
         body = await _body(request)
-        stored = serve(request, lambda ctx: interactions.patch(ctx, resource_type, resource_id, body,
+        stored = serve(request, lambda ctx: interactions.patch(ctx, resource_type, resource_id, body.parse(),
                                                                if_match=request.headers.get("if-match")))
         return _written(request, stored, _base_url(request), 200, location=False)
 
@@ -268,7 +298,7 @@ def create_router(engine: Engine) -> APIRouter:
     @router.get("/{resource_type}/{resource_id}/_history/{version_id}")
     def vread(request: Request, resource_type: str, resource_id: str, version_id: str) -> Response:
         """Read one version."""
-        if resource_type == "PlanDefinition":
+        if resource_type in ("PlanDefinition", "AuditEvent"):
             from zorgpad.fhir.operations import read_virtual
 
             return FHIRResponse(serve(request, lambda ctx: read_virtual(ctx, resource_type, resource_id,

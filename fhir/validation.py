@@ -7,6 +7,8 @@ are refused: Zorgpad speaks FHIR 4.0.1.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -37,6 +39,46 @@ BINDINGS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _type_mismatches(sent: Any, parsed: Any, path: str) -> Iterator[JSON]:
+    """Where a sent value has another JSON type than the model's reading of it."""
+    if isinstance(sent, dict) and isinstance(parsed, dict):
+        for key, value in sent.items():
+            if key in parsed:
+                yield from _type_mismatches(value, parsed[key], f"{path}.{key}")
+    elif isinstance(sent, list) and isinstance(parsed, list):
+        for index, (left, right) in enumerate(zip(sent, parsed, strict=False)):
+            yield from _type_mismatches(left, right, f"{path}[{index}]")
+    elif _json_type(sent) != _json_type(parsed):
+        yield {"severity": "error", "code": "value", "expression": [path],
+               "diagnostics": f"{path} must be a JSON {_json_type(parsed)} (got a {_json_type(sent)}: {sent!r})"}
+
+
+def _nul_characters(value: Any, path: str) -> Iterator[JSON]:
+    """Strings holding a NUL character, which FHIR strings may not contain (and PostgreSQL cannot store)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield {"severity": "error", "code": "value", "expression": [path],
+                   "diagnostics": f"{path} contains a NUL character, which FHIR strings may not contain"}
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _nul_characters(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nul_characters(item, f"{path}[{index}]")
+
+
 def validate_resource(data: Any, *, expected_type: str | None = None, expected_id: str | None = None) -> JSON:
     """Check one resource; return it unchanged, or raise a 400/404 FHIRError naming every problem."""
     if not isinstance(data, dict):
@@ -55,11 +97,18 @@ def validate_resource(data: Any, *, expected_type: str | None = None, expected_i
         raise FHIRError(400, f"the resource id {data.get('id')!r} differs from the id in the URL {expected_id!r}",
                         code="invariant", expression=[f"{rtype}.id"])
     try:
-        get_fhir_model_class(rtype).model_validate(data)
+        model = get_fhir_model_class(rtype).model_validate(data)
+        dumped = json.loads(model.model_dump_json(by_alias=True, exclude_none=True))
     except ValidationError as exc:
         raise from_validation_error(rtype, exc) from None
+    except RecursionError:
+        raise FHIRError(400, f"{rtype}: the resource is nested too deeply", code="too-costly") from None
     except (TypeError, ValueError) as exc:  # fhir-core raises these for some malformed primitives
         raise FHIRError(400, f"{rtype}: {exc}", code="value") from None
+    wrong = list(_type_mismatches(data, dumped, rtype)) + list(_nul_characters(data, rtype))
+    if wrong:
+        # The models coerce ("yes" -> true, "3" -> 3); FHIR JSON does not: a primitive has one JSON type.
+        raise FHIRError(400, wrong[0]["diagnostics"], issues=wrong)
     for element, codes in BINDINGS.get(rtype, {}).items():
         value = data.get(element)
         if value is not None and value not in codes:

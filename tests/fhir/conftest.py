@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,8 +41,13 @@ class FHIRServer:
     base_url: str
     db_url: str
     process: subprocess.Popen[bytes]
+    log: Path | None = None
     admin: str = ""
     clients: list[httpx.Client] = field(default_factory=list)
+
+    def output(self) -> str:
+        """What the server has printed so far (warnings, tracebacks)."""
+        return self.log.read_text(errors="replace") if self.log is not None else ""
 
     @property
     def fhir(self) -> str:
@@ -73,13 +79,16 @@ def start_server(db_url: str, *, extra_args: tuple[str, ...] = (), env: dict[str
     port = free_port()
     args = [str(ZORGPAD), "serve", "--port", str(port), "--db", db_url, "--tick-interval", "0",
             "--file", str(REPO / "tests" / "example_pathway.py"), *extra_args]
-    process = subprocess.Popen(args, cwd=REPO, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+    # Output goes to a file: a pipe nobody reads fills up and freezes the server.
+    log = tempfile.NamedTemporaryFile(prefix="zorgpad-serve-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(args, cwd=REPO, env={**os.environ, **(env or {})}, stdout=log,
                                stderr=subprocess.STDOUT)
+    log.close()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            output = process.stdout.read().decode() if process.stdout else ""
+            output = Path(log.name).read_text(errors="replace")
             raise RuntimeError(f"zorgpad serve exited with {process.returncode}: {output}")
         try:
             if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
@@ -90,7 +99,7 @@ def start_server(db_url: str, *, extra_args: tuple[str, ...] = (), env: dict[str
     else:
         process.kill()
         raise RuntimeError("zorgpad serve did not answer /healthz within 30 s")
-    server = FHIRServer(base, db_url, process)
+    server = FHIRServer(base, db_url, process, log=Path(log.name))
     db = Database(db_url)
     server.admin = db.run(lambda s: create_token(s, datetime.now(UTC), admin=True, name="test-admin"))
     db.dispose()
@@ -107,6 +116,8 @@ def stop_server(server: FHIRServer) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
+    if server.log is not None:
+        server.log.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")

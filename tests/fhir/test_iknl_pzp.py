@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -159,20 +158,6 @@ def load_actions(script: dict[str, Any]) -> list[tuple[str, Path, set[int]]]:
     return actions
 
 
-@pytest.fixture(scope="module", autouse=True)
-def server_output(fhir_server: FHIRServer) -> list[str]:
-    """Keep reading the server's output, so that its pipe never fills up and is closed at the end."""
-    lines: list[str] = []
-
-    def drain() -> None:
-        stream = fhir_server.process.stdout
-        assert stream is not None
-        for line in stream:
-            lines.append(line.decode(errors="replace"))
-        stream.close()  # at EOF, when the server has stopped
-
-    threading.Thread(target=drain, daemon=True).start()
-    return lines
 
 
 @pytest.fixture(scope="module")

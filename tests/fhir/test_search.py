@@ -6,7 +6,6 @@ and only the tests that say so add to it, under ids of their own.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -124,20 +123,6 @@ def obs(*numbers: int | str) -> set[str]:
     return {f"Observation/obs-{n}" for n in numbers}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def server_output(fhir_server: FHIRServer) -> list[str]:
-    """Keep reading the server's output, so that its pipe never fills up and is closed at the end."""
-    lines: list[str] = []
-
-    def drain() -> None:
-        stream = fhir_server.process.stdout
-        assert stream is not None
-        for line in stream:
-            lines.append(line.decode(errors="replace"))
-        stream.close()  # at EOF, when the server has stopped
-
-    threading.Thread(target=drain, daemon=True).start()
-    return lines
 
 
 @pytest.fixture(scope="module")

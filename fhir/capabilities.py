@@ -37,6 +37,9 @@ RESOURCE_TYPES: dict[str, TypeSupport] = {
         "Communication", "QuestionnaireResponse", "Questionnaire", "Device", "DeviceUseStatement",
         "Composition", "DocumentReference", "CarePlan", "Task", "Subscription", "Provenance",
         "MessageHeader", "Bundle", "Binary", "List",
+        # What GP and hospital systems send besides (the Synthea bundles carry all of these).
+        "AllergyIntolerance", "Claim", "DiagnosticReport", "ExplanationOfBenefit", "ImagingStudy", "Immunization",
+        "Medication", "MedicationRequest", "MedicationAdministration", "Location", "HealthcareService",
     )
 }
 RESOURCE_TYPES["PlanDefinition"] = TypeSupport(READ_ONLY, _DOCS["PlanDefinition"], conditional_create=False,

@@ -17,8 +17,9 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from zorgpad.engine.errors import PathwayError, UnknownPathwayError
 from zorgpad.engine.runtime import Engine
@@ -174,6 +175,10 @@ def create_router(engine: Engine) -> APIRouter:
             raise FHIRError(404, str(exc), code="not-found") from None
         except PathwayError as exc:
             raise FHIRError(422, str(exc), code="business-rule") from None
+        except (DataError, IntegrityError) as exc:
+            first = str(exc.orig or exc).strip().splitlines()[0]
+            status, code = (409, "conflict") if isinstance(exc, IntegrityError) else (400, "value")
+            raise FHIRError(status, f"the database refused a value: {first}", code=code) from None
         except (OperationalError, DBAPIError) as exc:
             log.warning("database unavailable: %s", exc)
             raise FHIRError(503, "the database is unavailable; try again shortly", code="transient") from None
@@ -192,7 +197,7 @@ def create_router(engine: Engine) -> APIRouter:
         from zorgpad.fhir.bundles import process_bundle
 
         body = await _body(request)
-        return FHIRResponse(serve(request, lambda ctx: process_bundle(ctx, body.parse())))
+        return FHIRResponse(await run_in_threadpool(serve, request, lambda ctx: process_bundle(ctx, body.parse())))
 
     @router.post("/$process-message")
     async def process_message(request: Request) -> Response:
@@ -200,7 +205,7 @@ def create_router(engine: Engine) -> APIRouter:
         from zorgpad.fhir.messaging import process_message as handle
 
         body = await _body(request)
-        return FHIRResponse(serve(request, lambda ctx: handle(ctx, body.parse())))
+        return FHIRResponse(await run_in_threadpool(serve, request, lambda ctx: handle(ctx, body.parse())))
 
     @router.api_route("/PlanDefinition/{resource_id}/$apply", methods=["GET", "POST"])
     async def apply(request: Request, resource_id: str) -> Response:
@@ -209,8 +214,8 @@ def create_router(engine: Engine) -> APIRouter:
 
         body = await _body(request) if request.method == "POST" else None
         params = list(request.query_params.multi_items())
-        result = serve(request, lambda ctx: apply_plandefinition(ctx, resource_id, body.parse() if body else None,
-                                                                 params))
+        result = await run_in_threadpool(
+            serve, request, lambda ctx: apply_plandefinition(ctx, resource_id, body.parse() if body else None, params))
         return FHIRResponse(result)
 
     @router.get("/{resource_type}")
@@ -231,7 +236,7 @@ def create_router(engine: Engine) -> APIRouter:
             form = parse_qsl(body.raw.decode("utf-8", errors="replace"), keep_blank_values=True)
             return _search(ctx, resource_type, list(request.query_params.multi_items()) + form)
 
-        return FHIRResponse(serve(request, work))
+        return FHIRResponse(await run_in_threadpool(serve, request, work))
 
     @router.post("/{resource_type}")
     async def create(request: Request, resource_type: str) -> Response:
@@ -246,7 +251,7 @@ def create_router(engine: Engine) -> APIRouter:
                                      f"names {resource_type!r}", code="invariant", expression=["resourceType"])
             return interactions.create(ctx, data, if_none_exist=request.headers.get("if-none-exist"))
 
-        stored, created = serve(request, work)
+        stored, created = await run_in_threadpool(serve, request, work)
         return _written(request, stored, _base_url(request), 201 if created else 200, location=created)
 
     @router.get("/{resource_type}/{resource_id}")
@@ -266,7 +271,7 @@ def create_router(engine: Engine) -> APIRouter:
     async def update(request: Request, resource_type: str, resource_id: str) -> Response:
         """Update, or create with this id; If-Match for versioned updates."""
         body = await _body(request)
-        stored, created = serve(request, lambda ctx: interactions.update(
+        stored, created = await run_in_threadpool(serve, request, lambda ctx: interactions.update(
             ctx, resource_type, resource_id, body.parse(), if_match=request.headers.get("if-match")))
         return _written(request, stored, _base_url(request), 201 if created else 200, location=created)
 
@@ -274,8 +279,8 @@ def create_router(engine: Engine) -> APIRouter:
     async def patch(request: Request, resource_type: str, resource_id: str) -> Response:
         """JSON Patch the current version."""
         body = await _body(request)
-        stored = serve(request, lambda ctx: interactions.patch(ctx, resource_type, resource_id, body.parse(),
-                                                               if_match=request.headers.get("if-match")))
+        stored = await run_in_threadpool(serve, request, lambda ctx: interactions.patch(
+            ctx, resource_type, resource_id, body.parse(), if_match=request.headers.get("if-match")))
         return _written(request, stored, _base_url(request), 200, location=False)
 
     @router.delete("/{resource_type}/{resource_id}")

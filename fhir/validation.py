@@ -19,6 +19,12 @@ from zorgpad.fhir.outcomes import FHIRError, from_validation_error
 
 JSON = dict[str, Any]
 
+_OBSERVATION = ("registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error",
+                "unknown")
+_EVENT = ("preparation", "in-progress", "not-done", "on-hold", "stopped", "completed", "entered-in-error", "unknown")
+_REQUEST = ("draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown")
+_GENDER = ("male", "female", "other", "unknown")
+
 #: Required bindings fhir.resources does not check, per resource type and element.
 BINDINGS: dict[str, dict[str, tuple[str, ...]]] = {
     "Task": {
@@ -36,6 +42,28 @@ BINDINGS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "Subscription": {"status": ("requested", "active", "error", "off")},
     "Consent": {"status": ("draft", "proposed", "active", "rejected", "inactive", "entered-in-error")},
+    "Observation": {"status": _OBSERVATION},
+    "DiagnosticReport": {"status": (*_OBSERVATION, "partial")},
+    "Procedure": {"status": _EVENT},
+    "Encounter": {"status": ("planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled",
+                             "entered-in-error", "unknown")},
+    "Goal": {"lifecycleStatus": ("proposed", "planned", "accepted", "active", "on-hold", "completed", "cancelled",
+                                 "entered-in-error", "rejected")},
+    "CommunicationRequest": {"status": _REQUEST, "intent": ("proposal", "plan", "directive", "order",
+                                                            "original-order", "reflex-order", "filler-order",
+                                                            "instance-order", "option")},
+    "QuestionnaireResponse": {"status": ("in-progress", "completed", "amended", "entered-in-error", "stopped")},
+    "Patient": {"gender": _GENDER},
+    "Practitioner": {"gender": _GENDER},
+    "RelatedPerson": {"gender": _GENDER},
+    "DocumentReference": {"status": ("current", "superseded", "entered-in-error")},
+    "Composition": {"status": ("preliminary", "final", "amended", "entered-in-error")},
+    "DeviceUseStatement": {"status": ("active", "completed", "entered-in-error", "intended", "stopped", "on-hold")},
+    "Endpoint": {"status": ("active", "suspended", "error", "off", "entered-in-error", "test")},
+    "CareTeam": {"status": ("proposed", "active", "suspended", "inactive", "entered-in-error")},
+    "MedicationRequest": {"status": ("active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped",
+                                     "draft", "unknown")},
+    "Immunization": {"status": ("completed", "entered-in-error", "not-done")},
 }
 
 

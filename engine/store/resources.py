@@ -6,6 +6,7 @@ Resources are kept as plain JSON dicts; the FHIR interface validates them once a
 from __future__ import annotations
 
 import copy
+import re
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, time
@@ -23,6 +24,7 @@ from zorgpad.engine.store.tables import (
 )
 
 JSON = dict[str, Any]
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 __all__ = ["get_resource", "new_id", "patient_of", "put_resource", "resources_of_patient"]
 
@@ -43,7 +45,7 @@ def patient_of(resource: Mapping[str, Any]) -> str | None:
             if isinstance(ref, str):
                 # Relative (Patient/1) or absolute (https://…/Patient/1[/_history/2]) references.
                 parts = ref.split("/_history/")[0].rstrip("/").split("/")
-                if len(parts) >= 2 and parts[-2] == "Patient" and parts[-1]:
+                if len(parts) >= 2 and parts[-2] == "Patient" and _FHIR_ID.match(parts[-1]):
                     return f"Patient/{parts[-1]}"
     return None
 

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import delete
 from sqlmodel import Session, col
 from zorgpad.engine._assign import patient_label, resolve
+from zorgpad.engine._criteria import holds
 from zorgpad.engine._dsl import Pathway, Step
 from zorgpad.engine._letters import letter_context
 from zorgpad.engine._model import (
@@ -107,9 +108,11 @@ class _Applier:
         requester = None
         if command.requester_role:
             requester = resolve(self.session, self.state.patient, command.requester_role).owner
-        inputs = self._handover_content(step) if step.handover else []
-        if step.letter is not None or (step.handover is not None and step.handover.summary is not None):
-            inputs += self._letters(step, command.iteration, requester or run.owner)
+        share = step.handover is not None and (step.handover.share_if is None
+                                                or holds(step.handover.share_if, self.state.facts))
+        inputs = self._handover_content(step) if share else []
+        if step.letter is not None or (share and step.handover is not None and step.handover.summary is not None):
+            inputs += self._letters(step, command.iteration, requester or run.owner, summary=share)
         task = to_task(self.pathway, step, self.state, command.iteration, status="requested", role=command.role,
                        owner=run.owner, requester=requester, due_at=command.due_at, now=self.now,
                        business_status="unassigned" if run.owner is None else None, reason=note,
@@ -119,7 +122,7 @@ class _Applier:
         put_resource(self.session, task, self.now, method="PUT")
         self.new_tasks.append(f"Task/{task['id']}")
 
-    def _letters(self, step: Step, iteration: int, author: str | None) -> list[str]:
+    def _letters(self, step: Step, iteration: int, author: str | None, *, summary: bool = True) -> list[str]:
         """Render the step's letter (a Communication to the patient and relatives) and its handover summary
         (a Composition); return their references for Task.input."""
         from zorgpad.engine.render.letters import render_letter
@@ -133,12 +136,12 @@ class _Applier:
                                now=self.now, language=language())
             put_resource(self.session, letter, self.now, method="PUT")
             made.append(f"Communication/{letter['id']}")
-        if step.handover is not None and step.handover.summary is not None:
+        if summary and step.handover is not None and step.handover.summary is not None:
             html = render_letter(self.pathway.letters, step.handover.summary, context, html=True)
-            summary = to_summary(self.state, step, iteration, html=html, author=author, now=self.now,
-                                 entries=context["content_refs"], title=context["summary_title"])
-            put_resource(self.session, summary, self.now, method="PUT")
-            made.append(f"Composition/{summary['id']}")
+            composition = to_summary(self.state, step, iteration, html=html, author=author, now=self.now,
+                                     entries=context["content_refs"], title=context["summary_title"])
+            put_resource(self.session, composition, self.now, method="PUT")
+            made.append(f"Composition/{composition['id']}")
         return made
 
     def _handover_content(self, step: Step) -> list[str]:
@@ -169,6 +172,8 @@ class _Applier:
             task["statusReason"] = {"text": command.reason}
         if command.owner:
             task["owner"] = {"reference": command.owner}
+        if command.due_at is not None:
+            task["restriction"] = {"period": {"end": instant(command.due_at)}}
         if command.status in ("completed", "failed", "cancelled", "rejected"):
             period = dict(task.get("executionPeriod") or {})
             period["end"] = instant(self.now)

@@ -96,6 +96,9 @@ class Criterion:
     present: str | tuple[str, ...] = ()
     description: str = ""
     date: str | None = None  # dotted path to a date the pathway times against, e.g. "period.end"
+    #: Only a resource written while the enrolment runs counts (not one from an earlier episode, such as
+    #: the discharge of a previous admission).
+    during_enrolment: bool = False
 
     @property
     def codes(self) -> tuple[Coding, ...]:
@@ -198,3 +201,10 @@ class AllOf:
 
 Condition = Criterion | AnyOf
 Guard = Criterion | AnyOf | AllOf
+
+
+def holds(condition: Guard, facts: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether ``facts`` (criterion name -> matching resources) satisfy a condition."""
+    if isinstance(condition, AllOf):
+        return all(holds(part, facts) for part in condition.parts)
+    return any(facts.get(leaf.name) for leaf in condition.leaves())

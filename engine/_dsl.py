@@ -69,6 +69,7 @@ class Handover:
     content: tuple[Criterion, ...] = ()
     code: Coding | None = None
     summary: str | None = None  # a letter template rendered into a Composition that travels with the Task
+    share_if: Guard | None = None  # without it, the Task travels without content or summary (e.g. no consent)
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,7 @@ class Step:
 #: Attribute names that belong to the pathway itself and cannot name a step.
 RESERVED = frozenset(
     {"id", "version", "title", "description", "url", "canonical", "steps", "roles", "enrol_when", "exit_when",
-     "requires", "step", "known_roles", "criteria", "letters"}
+     "requires", "step", "known_roles", "criteria", "letters", "once"}
 )
 
 
@@ -177,6 +178,7 @@ class Pathway:
     roles: ClassVar[tuple[Role, ...]] = ()
     requires: ClassVar[tuple[str, ...]] = ()  # pathway ids the patient must be actively enrolled in
     letters: ClassVar[str | None] = None  # folder of this pathway's letter templates
+    once: ClassVar[bool] = False  # enrol a patient automatically at most once, ever (e.g. after death)
     steps: ClassVar[tuple[Step, ...]] = ()
 
     def __init__(self) -> None:
@@ -223,6 +225,8 @@ def _conditions(pathway: type[Pathway]) -> list[Guard]:
                        if isinstance(c, Criterion | AnyOf | AllOf)]
         if isinstance(step.due, Before) and isinstance(step.due.of, Criterion):
             conditions.append(step.due.of)
+        if isinstance(step.handover, Handover) and isinstance(step.handover.share_if, Criterion | AnyOf | AllOf):
+            conditions.append(step.handover.share_if)
     return conditions
 
 

@@ -41,6 +41,7 @@ from zorgpad.engine._states import (
     EnrolmentStatus,
     StepState,
     check_transition,
+    task_status_of,
 )
 from zorgpad.engine.errors import IllegalTransitionError, NotEnrolledError
 
@@ -111,10 +112,12 @@ class _Evaluation:
     def _resource_changed(self, event: ResourceChanged) -> None:
         ref = event.reference
         criteria = self.pathway.criteria()
+        moved: set[str] = set()
         for name in event.matched:
             self.state.facts.setdefault(name, {})[ref] = self.now
             moment = criteria[name].date_of(event.resource) if name in criteria else None
-            if moment is not None:
+            if moment is not None and self.state.dates.get(name) != moment:
+                moved.add(name)
                 self.state.dates[name] = moment
         for name in list(self.state.facts):
             if ref in self.state.facts[name] and name not in event.matched:
@@ -135,18 +138,25 @@ class _Evaluation:
             again = {c.name for c in step.again_when.leaves()} if step.again_when is not None else set()
             if again & event.matched:
                 self._again(step, self.state.steps[step.id], ref)
+            run = self.state.steps[step.id]
+            if isinstance(step.due, Before) and step.due.of.name in moved and run.state in OPEN_STATES:
+                self._schedule_deadlines(step, run, restart=True)  # the date moved: so does the deadline
+                run.business_status = None
+                self._update_task(step, run, due_moved=True)
         self._advance()
 
     def _again(self, step: Step, run: StepRun, ref: str) -> None:
-        """Run a step once more because ``ref`` changed (a new round now; an open round is left alone)."""
-        if run.completions == 0 or run.state in OPEN_STATES:
+        """Run a step once more because ``ref`` changed: a new round now, a scheduled round brought forward, or
+        (while a round is open) one more round as soon as the open one completes."""
+        if run.state in OPEN_STATES:
+            run.rerun = True
             return
         if run.state is StepState.COMPLETED:
             check_transition(step.id, run.state, StepState.PENDING)
             run.state = StepState.PENDING
             run.iteration += 1
-        elif run.state is not StepState.PENDING:
-            return
+        elif run.state is not StepState.PENDING or run.start_at is None or run.start_at <= self.now:
+            return  # not reached yet (its predecessors are not done), or starting anyway
         run.start_at = self.now
         run.ready_at = run.due_at = None
         run.reason = f"{ref} changed"
@@ -353,17 +363,19 @@ class _Evaluation:
         run.reason = reason
         self.commands.append(CancelTimers(step.id))
         self._update_task(step, run, status="completed")
-        if step.repeat is not None:
+        if run.rerun or step.repeat is not None:
             check_transition(step.id, run.state, StepState.PENDING)
             run.state = StepState.PENDING
             run.iteration += 1
-            run.start_at = step.repeat.after(self.now)
+            run.start_at = self.now if run.rerun or step.repeat is None else step.repeat.after(self.now)
+            run.reason = "changed while the last round was open" if run.rerun else None
+            run.rerun = False
             run.ready_at = run.due_at = None
             run.overdue = run.escalated = False
             run.reminders_sent = 0
-            run.business_status = "scheduled"
-            run.reason = None
-            self.commands.append(ScheduleTimer(TimerKind.START, step.id, run.iteration, run.start_at))
+            if run.start_at > self.now:
+                run.business_status = "scheduled"
+                self.commands.append(ScheduleTimer(TimerKind.START, step.id, run.iteration, run.start_at))
         self._advance()
 
     def _finish_if_done(self) -> None:
@@ -400,12 +412,10 @@ class _Evaluation:
             )
         return self.steps[step_id], self.state.steps[step_id]
 
-    def _update_task(self, step: Step, run: StepRun, status: str | None = None) -> None:
-        from zorgpad.engine._states import task_status_of
-
+    def _update_task(self, step: Step, run: StepRun, status: str | None = None, *, due_moved: bool = False) -> None:
         self.commands.append(
             UpdateTask(step.id, run.iteration, status or task_status_of(run.state), run.business_status,
-                       run.reason, run.owner)
+                       run.reason, run.owner, run.due_at if due_moved else None)
         )
 
     def _holding(self, condition: Guard | None) -> str | None:

@@ -50,6 +50,7 @@ class StepRun:
     reason: str | None = None
     owner_role: str | None = None
     owner: str | None = None  # organisation reference when a coordinator assigned one
+    rerun: bool = False  # something changed during the open round: run once more when it completes
 
 
 Facts = dict[str, dict[str, datetime]]  # criterion name -> {resource reference: when it last matched}
@@ -168,6 +169,7 @@ class UpdateTask:
     business_status: str | None = None
     reason: str | None = None
     owner: str | None = None
+    due_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,8 @@ def _check_identity(pathway: type[Pathway]) -> list[str]:
     else:
         problems += [f"'roles' must hold Role objects (got {_got(role)})"
                      for role in pathway.roles if not isinstance(role, Role)]
+    if not isinstance(pathway.once, bool):
+        problems.append(f"'once' must be True or False (got {_got(pathway.once)})")
     requires = pathway.requires
     if not isinstance(requires, list | tuple) or not all(isinstance(r, str) and r for r in requires):
         problems.append(f"'requires' must be a tuple of pathway ids (got {_got(requires)})")
@@ -140,6 +142,9 @@ def _check_step(pathway: type[Pathway], step: Step, roles: set[Role]) -> list[st
             problems += _role_problem(step, "handover.to", step.handover.to, roles)
             problems += [f"step {step.id!r}: handover content must be Criteria (got {_got(c)})"
                          for c in step.handover.content if not isinstance(c, Criterion)]
+            share_if = step.handover.share_if
+            if share_if is not None and not isinstance(share_if, Criterion | AnyOf | AllOf):
+                problems.append(f"step {step.id!r}: handover share_if must be a Criterion (got {_got(share_if)})")
     problems += _check_letters(pathway, step)
     if step.action is not None and not callable(step.action):
         problems.append(f"step {step.id!r}: 'action' must be callable (got {_got(step.action)})")
@@ -247,7 +252,7 @@ def _check_criteria(pathway: type[Pathway]) -> list[str]:
         if isinstance(step.due, Before):
             conditions.append(step.due.of)
         if isinstance(step.handover, Handover):
-            conditions += list(step.handover.content)
+            conditions += [*step.handover.content, step.handover.share_if]
     for condition in conditions:
         if not isinstance(condition, Criterion | AnyOf | AllOf):
             continue

@@ -80,7 +80,26 @@ _files_option = click.option("--file", "files", multiple=True, metavar="FILE", t
                              help="Also load pathways from this Python file (repeatable).")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """Every error, usage errors included, is one line on stderr: ``zorgpad: error: …``."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            click.echo(f"zorgpad: error: {exc.format_message()}", err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("zorgpad: error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option("0.1.0", prog_name="zorgpad")
 def main() -> None:
     """Zorgpad: proactive palliative care pathways, run durably against FHIR data."""
@@ -269,8 +288,8 @@ def _serve(db_url: str | None, host: str, port: int, tick_interval: float, files
 
 _serve_options = [
     click.option("--host", default="127.0.0.1", show_default=True),
-    click.option("--port", default=8000, show_default=True, type=int),
-    click.option("--tick-interval", default=5.0, show_default=True, type=float,
+    click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535)),
+    click.option("--tick-interval", default=5.0, show_default=True, type=click.FloatRange(min=0),
                  help="Seconds between tick/deliver rounds; 0 turns the embedded runner off."),
     _files_option,
     _db_option,

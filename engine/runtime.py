@@ -49,20 +49,33 @@ class IngestResult:
     advanced: list[str] = field(default_factory=list)
 
 
-def known_facts(session: Session, pathway: type[Pathway], patient: str, now: datetime
-                ) -> tuple[dict[str, dict[str, datetime]], dict[str, datetime]]:
-    """The criteria of ``pathway`` that the patient's stored resources already meet, and their dates."""
+def known_facts(session: Session, pathway: type[Pathway], patient: str, now: datetime, *,
+                since: datetime | None = None) -> tuple[dict[str, dict[str, datetime]], dict[str, datetime]]:
+    """The criteria of ``pathway`` that the patient's stored resources already meet, and their dates.
+
+    A criterion marked ``during_enrolment`` only counts resources written at or after ``since`` (default
+    ``now``, the moment of enrolment).
+    """
     criteria = pathway.criteria()
     facts: dict[str, dict[str, datetime]] = {}
     dates: dict[str, datetime] = {}
+    since = since or now
     for resource in resources_of_patient(session, patient, {c.resource_type for c in criteria.values()}):
+        written = _last_updated(resource)
         for name, criterion in criteria.items():
+            if criterion.during_enrolment and (written is None or written < since):
+                continue
             if criterion.matches(resource):
                 facts.setdefault(name, {})[f"{resource['resourceType']}/{resource['id']}"] = now
                 moment = criterion.date_of(resource)
                 if moment is not None:
                     dates[name] = moment
     return facts, dates
+
+
+def _last_updated(resource: Mapping[str, Any]) -> datetime | None:
+    stamp = (resource.get("meta") or {}).get("lastUpdated")
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if isinstance(stamp, str) else None
 
 
 class Engine:
@@ -137,6 +150,9 @@ class Engine:
                 continue
             if any(required not in enrolled_in for required in newest.requires):
                 continue  # e.g. the transmural pathway only follows patients already in palliative care
+            if newest.once and session.exec(select(Enrolment.id).where(
+                    Enrolment.patient == patient, Enrolment.pathway_id == pathway_id)).first() is not None:
+                continue  # e.g. after-death: a later correction of the record starts nothing again
             state = self.enrol_in(session, pathway_id, patient, actor=actor, now=now)
             enrolled_in.add(pathway_id)
             result.enrolled.append(state.id)

@@ -118,7 +118,7 @@ def _migrate_one(session: Session, row: Enrolment, state: EnrolmentState, old: t
                                       run.due_at))
     for step in new.steps:
         steps.setdefault(step.id, StepRun(step.id, owner_role=step.assignee.code if step.assignee else None))
-    facts, dates = known_facts(session, new, state.patient, now)
+    facts, dates = known_facts(session, new, state.patient, now, since=state.enrolled_at)
     for name, refs in facts.items():  # a fact keeps the moment it was first known
         for ref in refs:
             refs[ref] = state.facts.get(name, {}).get(ref, now)

@@ -29,9 +29,10 @@ class AfterDeath(Pathway):
     """Tell everyone involved that the patient has died, and offer the relatives a bereavement conversation."""
 
     enrol_when = c.DECEASED
+    once = True  # a later correction of the deceased patient's record starts nothing again
 
     inform = Step("Alle betrokken organisaties informeren over het overlijden", owner=GP,
-                  inform=(HOME_CARE, HOSPITAL, OUT_OF_HOURS, AMBULANCE, COORDINATOR), automatic=True)
+                  inform=(GP, HOME_CARE, HOSPITAL, OUT_OF_HOURS, AMBULANCE, COORDINATOR), automatic=True)
     bereavement = Step(
         "Nazorggesprek met de naasten", owner=GP, after=inform, offset=weeks(settings.BEREAVEMENT_WEEKS),
         due=weeks(2), remind=Reminder(every=weeks(1), times=1),

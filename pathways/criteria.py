@@ -64,16 +64,18 @@ AGREEMENT_CHANGED = TREATMENT_DIRECTIVES | ADVANCE_DIRECTIVES
 ADMITTED = Criterion("admitted", "Encounter", code=t.INPATIENT, path="class", status="in-progress",
                      date="period.start", description="The patient is in hospital (inpatient Encounter)")
 DISCHARGE_PLANNED = Criterion("discharge-planned", "Encounter", code=t.INPATIENT, path="class",
-                              status="in-progress", present="period.end", date="period.end",
+                              status="in-progress", present="period.end", date="period.end", during_enrolment=True,
                               description="The hospital has planned the discharge (Encounter.period.end)")
 DISCHARGED = Criterion("discharged", "Encounter", code=t.INPATIENT, path="class", status="finished",
-                       date="period.end", description="The patient went home (inpatient Encounter finished)")
+                       date="period.end", during_enrolment=True,
+                       description="The patient went home (this stay's inpatient Encounter finished)")
 
 # -- dying phase and death ------------------------------------------------------------------------------
 DYING_PHASE_STARTED = Criterion("dying-phase-started", "Observation", code=t.DYING_PHASE, value=True,
                                 status=_RECORDED, description="A clinician decided the dying phase has started")
 DYING_PHASE_STOPPED = Criterion("dying-phase-stopped", "Observation", code=t.DYING_PHASE, value=False,
-                                status=_RECORDED, description="The patient improved: the dying phase is stopped")
+                                status=_RECORDED, during_enrolment=True,
+                                description="The patient improved: the dying phase is stopped")
 DYING_PHASE_EVALUATED = Criterion("dying-phase-evaluated", "Observation", code=t.DYING_PHASE_EVALUATION,
                                   status=_RECORDED, description="A 4-hourly evaluation was recorded")
 DECEASED = Criterion("deceased", "Patient", present="deceased[x]", description="Patient.deceased[x] is set")

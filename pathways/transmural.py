@@ -52,17 +52,18 @@ class TransmuralDischarge(Pathway):
         description="Held 12-24 h before the planned discharge (Encounter.period.end); mention the PZP agreements.",
     )
     nursing_handover = Step(
-        "Verpleegkundige overdracht aan de thuiszorg", owner=HOSPITAL, after=start_handover,
+        "Verpleegkundige overdracht aan de thuiszorg", owner=HOSPITAL,
         only_if=c.DISCHARGED, due=hours(settings.TRANSFER_HOURS), code=TRANSFER_OF_CARE,
         handover=Handover(to=HOME_CARE, content=c.EMERGENCY_AGREEMENTS, code=TRANSFER_OF_CARE,
-                          summary="handover_summary"),
+                          summary="handover_summary", share_if=c.SHARING_CONSENT),
         escalate=_LATE_RECEIVER,
-        description="eOverdracht-style: a Task for home care, announced by notified pull; home care accepts it.",
+        description="eOverdracht-style: a Task for home care, announced by notified pull; home care accepts it. "
+                    "The PZP agreements travel with it only with the patient's sharing consent.",
     )
     discharge_letter = Step(
-        "Ontslagbrief aan de huisarts, met de PZP-afspraken", owner=HOSPITAL, after=start_handover,
+        "Ontslagbrief aan de huisarts, met de PZP-afspraken", owner=HOSPITAL,
         only_if=c.DISCHARGED, due=hours(settings.TRANSFER_HOURS), code=TRANSFER_OF_CARE,
         handover=Handover(to=GP, content=c.EMERGENCY_AGREEMENTS, code=TRANSFER_OF_CARE,
-                          summary="handover_summary"),
+                          summary="handover_summary", share_if=c.SHARING_CONSENT),
         escalate=_LATE_RECEIVER,
     )

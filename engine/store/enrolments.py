@@ -13,7 +13,7 @@ from zorgpad.engine._states import EnrolmentStatus, StepState
 from zorgpad.engine.store.tables import Enrolment, StepRun
 
 _STEP_FIELDS = ("state", "iteration", "completions", "start_at", "ready_at", "due_at", "completed_at",
-                "reminders_sent", "overdue", "escalated", "business_status", "reason", "owner_role", "owner")
+                "reminders_sent", "overdue", "escalated", "business_status", "reason", "owner_role", "owner", "rerun")
 
 
 def _facts_to_json(facts: dict[str, dict[str, datetime]]) -> dict[str, Any]:

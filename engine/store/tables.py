@@ -54,6 +54,7 @@ class StepRun(SQLModel, table=True):
     owner_role: str | None = Field(default=None, max_length=32)
     owner: str | None = Field(default=None, max_length=128)
     task_id: str | None = Field(default=None, max_length=64)
+    rerun: bool = False
 
 
 class Timer(SQLModel, table=True):

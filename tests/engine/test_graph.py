@@ -76,7 +76,8 @@ class TestFlowchart:
         """``after=(left, right)`` draws an edge from each; steps without predecessors hang off start."""
         lines = {line.strip() for line in _lines(to_mermaid(Join))}
 
-        actual = {"left --> both", "right --> both", "pathway-start --> left", "pathway-start --> |after 2 weeks| right"} - lines
+        actual = {"left --> both", "right --> both", "pathway-start --> left",
+                  "pathway-start --> |after 2 weeks| right"} - lines
 
         assert set() == actual
 
@@ -123,8 +124,7 @@ class TestFlowchart:
 
     @pytest.mark.parametrize("name", ["start", "exit"])
     def test_a_step_named_like_a_built_in_node_gets_its_own_node(self, name: str) -> None:
-        """A step called ``start`` or ``exit`` (valid step names) does not merge with the chart's own start or
-        exit node: every node id is defined once."""
+        """A step called ``start`` or ``exit`` gets its own node: every node id is defined once."""
         first = Step("First", owner=GP)
         namespace = {"__doc__": "Names that collide with the chart's own nodes.", "exit_when": DECEASED,
                      name: first, "later": Step("Later", owner=GP, after=first)}

@@ -19,6 +19,9 @@ from zorgpad.engine.store.db import Database
 def build_engine(db: Database, registry: Registry | None = None) -> Engine:
     """The engine with everything wired in: the FHIR layer's delivery channels and change listeners."""
     engine = Engine(db, registry)
+    from zorgpad.fhir import subscriptions  # composition root
+
+    subscriptions.install(engine)
     return engine
 
 

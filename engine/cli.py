@@ -83,7 +83,7 @@ _files_option = click.option("--file", "files", multiple=True, metavar="FILE", t
 class _OneLineErrors(click.Group):
     """Every error, usage errors included, is one line on stderr: ``zorgpad: error: …``."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         try:
             result = super().main(*args, **kwargs)

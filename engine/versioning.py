@@ -92,10 +92,25 @@ def migrate_enrolments(db: Database, registry: Registry, pathway_id: str, from_v
     return db.run(work)
 
 
+def _move_timers(session: Session, enrolment_id: str, moves: Mapping[str, str | None]) -> None:
+    """Drop the timers of dropped steps and rename the rest, in two phases so that a step renamed to the id of
+    another (dropped or renamed) step never mixes their timers."""
+    mine = col(Timer.enrolment_id) == enrolment_id
+    for source, target in moves.items():
+        if target is None:
+            session.execute(delete(Timer).where(mine, col(Timer.step_id) == source))
+    renamed = {source: target for source, target in moves.items() if target is not None and target != source}
+    for source in renamed:
+        session.execute(update(Timer).where(mine, col(Timer.step_id) == source).values(step_id=f"~{source}"))
+    for source, target in renamed.items():
+        session.execute(update(Timer).where(mine, col(Timer.step_id) == f"~{source}").values(step_id=target))
+
+
 def _migrate_one(session: Session, row: Enrolment, state: EnrolmentState, old: type[Pathway], new: type[Pathway],
                  full: Mapping[str, str | None], now: datetime, actor: Actor) -> None:
     extra: list[Command] = []
     steps: dict[str, StepRun] = {}
+    _move_timers(session, state.id, {source: full.get(source) for source in state.steps})
     for source, run in state.steps.items():
         target = full.get(source)
         had_task = run.state in OPEN_STATES or run.state is StepState.FAILED
@@ -103,19 +118,14 @@ def _migrate_one(session: Session, row: Enrolment, state: EnrolmentState, old: t
             if had_task:
                 extra.append(UpdateTask(source, run.iteration, "cancelled",
                                         reason=f"step removed in {new.id} {new.version}"))
-            session.execute(delete(Timer).where(col(Timer.enrolment_id) == state.id, col(Timer.step_id) == source))
             continue
         step = new.step(target)
         steps[target] = replace(run, step_id=target,
                                 owner_role=step.assignee.code if step.assignee else run.owner_role)
-        if target != source:
-            session.execute(update(Timer).where(col(Timer.enrolment_id) == state.id, col(Timer.step_id) == source)
-                            .values(step_id=target))
-            if had_task:
-                extra.append(UpdateTask(source, run.iteration, "cancelled",
-                                        reason=f"moved to step {target!r} in {new.id} {new.version}"))
-                extra.append(OpenTask(target, run.iteration, steps[target].owner_role or "coordinator", None,
-                                      run.due_at))
+        if target != source and had_task:
+            extra.append(UpdateTask(source, run.iteration, "cancelled",
+                                    reason=f"moved to step {target!r} in {new.id} {new.version}"))
+            extra.append(OpenTask(target, run.iteration, steps[target].owner_role or "coordinator", None, run.due_at))
     for step in new.steps:
         steps.setdefault(step.id, StepRun(step.id, owner_role=step.assignee.code if step.assignee else None))
     facts, dates = known_facts(session, new, state.patient, now, since=state.enrolled_at)

@@ -136,6 +136,22 @@ class Scope:
         return any(t.get("system") == OWNER_TAG_SYSTEM and t.get("code") == self.principal.organisation
                    for t in tags if isinstance(t, Mapping))
 
+    def _check_own_directory_entry(self, resource: dict[str, Any], existing: StoredResource | None) -> None:
+        """An organisation writes only its own Organization and its own Endpoints: an Endpoint decides where
+        another organisation's handover notices go."""
+        org = self.principal.organisation
+
+        def owner_of(content: Any) -> str | None:
+            if content.get("resourceType") == "Organization":
+                return f"Organization/{content.get('id')}"
+            ref = (content.get("managingOrganization") or {}).get("reference")
+            return ref if isinstance(ref, str) else None
+
+        owners = {owner_of(resource)} | ({owner_of(existing.content)} if existing is not None else set())
+        if owners != {org}:
+            raise FHIRError(403, f"{org} may only write its own {resource.get('resourceType')} "
+                                 "(an Endpoint's managingOrganization must be the writer)", code="forbidden")
+
     def check_write(self, session: Session, resource: dict[str, Any], existing: StoredResource | None) -> None:
         """Refuse (404 for what the principal cannot see, 403 otherwise) a write it may not make."""
         if self.unrestricted:
@@ -143,6 +159,9 @@ class Scope:
         if existing is not None and not existing.deleted and not self.sees(session, existing):
             raise FHIRError(404, f"{existing.resource_type}/{existing.id} is not known", code="not-found")
         rtype = resource.get("resourceType")
+        if rtype in ("Endpoint", "Organization"):
+            self._check_own_directory_entry(resource, existing)
+            return
         if rtype in OWNED_TYPES:
             meta = resource.setdefault("meta", {})
             tags = [t for t in meta.get("tag") or [] if t.get("system") != OWNER_TAG_SYSTEM]

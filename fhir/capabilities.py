@@ -27,6 +27,11 @@ _DOCS = {
     "AuditEvent": "Every read and write of patient data (read-only).",
     "CarePlan": "One per enrolment; instantiatesCanonical is the pathway's url|version.",
     "Task": "One per step round. The owner updates status (PUT/PATCH); the engine owns the state machine.",
+    "Subscription": "rest-hook only; payload empty (no payload), id-only or full-resource (R4 backport "
+                    "backport-payload-content extension), sent as backport notification Bundles.",
+    "Endpoint": "An organisation's notification address for notified-pull handovers (connectionType "
+                "https://zorgpad.nl/fhir/CodeSystem/endpoint-connection-type|notified-pull, else hl7-fhir-rest). "
+                "Only the managing organisation writes it.",
 }
 
 RESOURCE_TYPES: dict[str, TypeSupport] = {

@@ -43,12 +43,23 @@ def _subjects(body: Any, params: Sequence[tuple[str, str]]) -> list[str]:
     return subjects
 
 
+def _version(body: Any, params: Sequence[tuple[str, str]]) -> str | None:
+    versions = [value for name, value in params if name == "version"]
+    if isinstance(body, dict):
+        versions += [p.get("valueString") for p in body.get("parameter") or []
+                     if isinstance(p, dict) and p.get("name") == "version"]
+    return str(versions[-1]) if versions and versions[-1] else None
+
+
 def apply_plandefinition(ctx: FHIRContext, pathway_id: str, body: Any, params: Sequence[tuple[str, str]]) -> JSON:
-    """Enrol each subject in the pathway's newest version; the CarePlan (or a Bundle of them for several)."""
+    """Enrol each subject in the pathway's newest version (or the ``version`` asked for); the CarePlan (or a
+    Bundle of them for several subjects)."""
+    version = _version(body, params)
     try:
-        pathway = ctx.engine.registry.get(pathway_id)
+        pathway = ctx.engine.registry.get(pathway_id, version)
     except UnknownPathwayError:
-        raise FHIRError(404, f"PlanDefinition/{pathway_id} is not known", code="not-found") from None
+        known = f"PlanDefinition/{pathway_id}" + (f" version {version}" if version else "")
+        raise FHIRError(404, f"{known} is not known", code="not-found") from None
     plans = []
     for subject in _subjects(body, params):
         stored = get_resource(ctx.session, "Patient", subject.split("/", 1)[1])
@@ -58,7 +69,8 @@ def apply_plandefinition(ctx: FHIRContext, pathway_id: str, body: Any, params: S
             if row.pathway_id == pathway.id:
                 raise FHIRError(409, f"{subject} is already enrolled in {pathway.id} (CarePlan/{row.id})",
                                 code="duplicate")
-        state = ctx.engine.enrol_in(ctx.session, pathway.id, subject, actor=ctx.principal.actor, now=ctx.now)
+        state = ctx.engine.enrol_in(ctx.session, pathway.id, subject, version=pathway.version,
+                                    actor=ctx.principal.actor, now=ctx.now)
         careplan = get_resource(ctx.session, "CarePlan", state.id)
         assert careplan is not None
         plans.append(careplan.content)

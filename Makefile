@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # PostgreSQL for the second test pass (trust auth on this machine kind); the tests make a scratch database.
 TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: demo test lint typecheck test-sqlite test-postgres serve lock clean
+.PHONY: demo test lint typecheck test-sqlite test-postgres serve lock clean docs
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test-postgres: $(STAMP)
 
 # Lint, types, then the whole suite once on SQLite and once on PostgreSQL.
 test: lint typecheck test-sqlite test-postgres
+
+# After changing a pathway on purpose: redraw the diagrams in docs/pathways.md and rewrite the golden exports.
+docs: $(STAMP)
+	$(BIN)/python docs/regenerate.py
 
 # Re-resolve the pinned set after changing dependencies in pyproject.toml.
 lock:

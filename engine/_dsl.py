@@ -81,6 +81,9 @@ class Before:
     of: Criterion
     by: Duration
 
+    def __str__(self) -> str:
+        return f"{self.by} before {self.of.name}"
+
 
 def before(of: Criterion, by: Duration) -> Before:
     """A deadline ``by`` before the date in the resource that meets ``of``."""

@@ -250,6 +250,7 @@ class _Evaluation:
             check_transition(step.id, run.state, StepState.SKIPPED)
             had_task = run.state is not StepState.PENDING
             run.state = StepState.SKIPPED
+            run.business_status = None
             run.reason = event.reason
             self.commands.append(CancelTimers(step.id))
             if had_task:
@@ -306,6 +307,7 @@ class _Evaluation:
             if step.otherwise == "skip":
                 check_transition(step.id, run.state, StepState.SKIPPED)
                 run.state = StepState.SKIPPED
+                run.business_status = None
                 run.reason = f"only_if {step.only_if} was not met"
                 return True
             run.business_status = "waiting-for-condition"
@@ -390,6 +392,7 @@ class _Evaluation:
             if run.state in OPEN_STATES or run.state in (StepState.PENDING, StepState.FAILED):
                 had_task = run.state is not StepState.PENDING
                 run.state = StepState.CANCELLED
+                run.business_status = None
                 run.reason = reason
                 if had_task:
                     self._update_task(step, run, status="cancelled")

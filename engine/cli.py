@@ -319,6 +319,13 @@ def demo(host: str, port: int, tick_interval: float, files: tuple[str, ...], db_
     url = db_url or "sqlite:///zorgpad-demo.db"
     with _errors():
         engine = build_engine(_open(url, migrate=True), _registry(files))
-        patients = seed(engine, datetime.now(UTC))
-    click.echo(f"seeded {len(patients)} demo patients into {url}")
+        region = seed(engine, datetime.now(UTC))
+    if region.created:
+        click.echo(f"seeded {len(region.patients)} demo patients into {url}")
+    else:
+        click.echo(f"{url} already holds the demo region; nothing seeded "
+                   f"(new token: zorgpad token create --admin --db {url})")
+    for name, secret in region.tokens.items():
+        click.echo(f"token {name}: {secret}")
+    click.echo(f"FHIR base: http://{host}:{port}/fhir  (send a token as 'Authorization: Bearer …')")
     _serve(url, host, port, tick_interval, files)

@@ -77,24 +77,24 @@ class Scope:
         """Whether the principal sees everything."""
         return self.principal.admin
 
-    def _org_refs(self) -> Select[Any]:
+    def _org_refs(self) -> Any:
         """The organisation's own reference and those of its PractitionerRoles."""
         org = self.principal.organisation or ""
         roles = select(literal("PractitionerRole/", String) + col(SearchReference.resource_id)).where(
-            SearchReference.resource_type == "PractitionerRole", SearchReference.param == "organization",
-            SearchReference.target == org)
+            col(SearchReference.resource_type) == "PractitionerRole", col(SearchReference.param) == "organization",
+            col(SearchReference.target) == org)
         return select(literal(org, String)).union(roles)
 
     def patients(self) -> Select[Any]:
         """SQL for the ``Patient/id`` references of the patients the organisation takes part in."""
-        link = and_(SearchReference.resource_type == StoredResource.resource_type,
-                    SearchReference.resource_id == StoredResource.id)
+        link = and_(col(SearchReference.resource_type) == col(StoredResource.resource_type),
+                    col(SearchReference.resource_id) == col(StoredResource.id))
         roles = or_(
-            and_(SearchReference.resource_type == "Patient", SearchReference.param == "general-practitioner"),
-            and_(SearchReference.resource_type == "CareTeam", SearchReference.param == "participant"),
-            and_(SearchReference.resource_type == "Task", col(SearchReference.param).in_(["owner", "requester"])),
+            and_(col(SearchReference.resource_type) == "Patient", col(SearchReference.param) == "general-practitioner"),
+            and_(col(SearchReference.resource_type) == "CareTeam", col(SearchReference.param) == "participant"),
+            and_(col(SearchReference.resource_type) == "Task", col(SearchReference.param).in_(["owner", "requester"])),
         )
-        return (select(StoredResource.patient).join(SearchReference, link)
+        return (select(col(StoredResource.patient)).join(SearchReference, link)
                 .where(roles, col(SearchReference.target).in_(self._org_refs()),
                        col(StoredResource.deleted).is_(False)))
 
@@ -102,10 +102,10 @@ class Scope:
         """Limit a query over ``StoredResource`` to what the principal may see."""
         if self.unrestricted:
             return query
-        owned = exists().where(SearchToken.resource_type == StoredResource.resource_type,
-                               SearchToken.resource_id == StoredResource.id, SearchToken.param == "_tag",
-                               SearchToken.system == OWNER_TAG_SYSTEM,
-                               SearchToken.code == (self.principal.organisation or ""))
+        owned = exists().where(col(SearchToken.resource_type) == col(StoredResource.resource_type),
+                               col(SearchToken.resource_id) == col(StoredResource.id), col(SearchToken.param) == "_tag",
+                               col(SearchToken.system) == OWNER_TAG_SYSTEM,
+                               col(SearchToken.code) == (self.principal.organisation or ""))
         directory = and_(col(StoredResource.patient).is_(None),
                          or_(col(StoredResource.resource_type).in_(sorted(DIRECTORY_TYPES)),
                              and_(col(StoredResource.resource_type).in_(sorted(OWNED_TYPES)), owned)))
@@ -115,7 +115,7 @@ class Scope:
         """Whether the principal takes part in ``patient``'s care (True for no patient)."""
         if self.unrestricted or patient is None:
             return True
-        query = self.patients().where(StoredResource.patient == patient).limit(1)
+        query = self.patients().where(col(StoredResource.patient) == patient).limit(1)
         return session.execute(query).first() is not None
 
     def sees(self, session: Session, stored: StoredResource) -> bool:

@@ -150,7 +150,8 @@ def update(ctx: FHIRContext, resource_type: str, resource_id: str, resource: Any
     ctx.scope.check_write(ctx.session, data, existing)
     _check_if_match(existing, if_match)
     created = existing is None or existing.deleted
-    if resource_type == "CarePlan" and (_engine_owned(ctx, existing) or ctx.session.get(Enrolment, resource_id)):
+    enrolment = ctx.session.get(Enrolment, resource_id) if resource_type == "CarePlan" else None
+    if resource_type == "CarePlan" and (_engine_owned(ctx, existing) or enrolment is not None):
         raise FHIRError(405, f"CarePlan/{resource_id} shows an enrolment and is written by the engine "
                              "(use its Tasks, or PlanDefinition/$apply to enrol)", code="not-supported")
     if resource_type == "Task" and existing is not None and not existing.deleted:

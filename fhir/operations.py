@@ -44,7 +44,7 @@ def _subjects(body: Any, params: Sequence[tuple[str, str]]) -> list[str]:
 
 
 def _version(body: Any, params: Sequence[tuple[str, str]]) -> str | None:
-    versions = [value for name, value in params if name == "version"]
+    versions: list[Any] = [value for name, value in params if name == "version"]
     if isinstance(body, dict):
         versions += [p.get("valueString") for p in body.get("parameter") or []
                      if isinstance(p, dict) and p.get("name") == "version"]
@@ -175,9 +175,9 @@ def _search_audit(ctx: FHIRContext, params: Sequence[tuple[str, str]]) -> JSON:
     count, offset = 50, 0
     for name, value in params:
         if name == "patient":
-            query = query.where(AuditEntry.patient == (value if "/" in value else f"Patient/{value}"))
+            query = query.where(col(AuditEntry.patient) == (value if "/" in value else f"Patient/{value}"))
         elif name == "agent":
-            query = query.where(or_(AuditEntry.organisation == value, AuditEntry.actor == value))
+            query = query.where(or_(col(AuditEntry.organisation) == value, col(AuditEntry.actor) == value))
         elif name == "entity":
             query = query.where(col(AuditEntry.entity).startswith(value))
         elif name == "action":
@@ -198,7 +198,7 @@ def _search_audit(ctx: FHIRContext, params: Sequence[tuple[str, str]]) -> JSON:
         elif name not in ("_format", "_sort") and ctx.strict:
             raise FHIRError(400, f"unknown search parameter {name!r} for AuditEvent", code="not-supported")
     if not ctx.scope.unrestricted:
-        query = query.where(or_(AuditEntry.organisation == ctx.principal.organisation,
+        query = query.where(or_(col(AuditEntry.organisation) == ctx.principal.organisation,
                                 col(AuditEntry.patient).in_(ctx.scope.patients())))
     total = ctx.session.exec(select(func.count()).select_from(query.subquery())).one()
     rows = ctx.session.exec(query.order_by(col(AuditEntry.id).desc()).offset(offset).limit(count)).all()

@@ -39,7 +39,7 @@ def informational(text: str) -> JSON:
 
 def from_validation_error(resource_type: str, error: ValidationError) -> FHIRError:
     """Map a pydantic validation error of a FHIR model to a 400 with one issue per problem."""
-    issues = []
+    issues: list[JSON] = []
     for problem in error.errors()[:50]:
         path = ".".join(str(p) for p in problem.get("loc", ()) if not str(p).startswith("function-"))
         kind = problem.get("type", "")
@@ -50,5 +50,5 @@ def from_validation_error(resource_type: str, error: ValidationError) -> FHIRErr
         issues.append({"severity": "error", "code": code,
                        "diagnostics": f"{resource_type}.{path}: {message}" if path else f"{resource_type}: {message}",
                        "expression": [f"{resource_type}.{path}" if path else resource_type]})
-    first = issues[0]["diagnostics"] if issues else "invalid resource"
+    first = str(issues[0]["diagnostics"]) if issues else "invalid resource"
     return FHIRError(400, first, issues=issues or None)

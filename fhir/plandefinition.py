@@ -113,7 +113,7 @@ def to_action(step: Step) -> JSON:
     if step.owner is not None:
         action["participant"] = [_role(step.owner.code)]
     action["type"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/action-type", "code": "create"}]}
-    extensions = []
+    extensions: list[JSON] = []
     if step.offset is not None and not step.predecessors:
         extensions.append({"url": f"{EXT}/start-offset", "valueDuration": to_duration(step.offset)})
     if isinstance(step.due, Before):

@@ -47,6 +47,10 @@ def to_mermaid(pathway: type[Pathway], *, highlight: str | None = None) -> str:
             out.append(f"    {step.id} -.-> {step.id}-escalate")
         if step.handover:
             out.append(f'    {step.id} ==>|handover| {step.id}-to(["{step.handover.to.display}"])')
+        if step.informs:
+            told = ", ".join(role.code for role in step.informs)
+            label = "automatic: inform" if step.automatic else "inform"
+            out.append(f'    {step.id} -.->|{label}| {step.id}-told(["{told}"])')
     if pathway.exit_when is not None:
         out.append(f'    pathway-exit(("exit when: {_label(str(pathway.exit_when))}"))')
     if highlight:

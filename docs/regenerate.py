@@ -1,0 +1,37 @@
+"""Regenerate what the docs and tests pin from the pathway declarations: the Mermaid diagrams in
+docs/pathways.md and the golden PlanDefinitions in tests/pathways/golden/. Run `make docs` after changing a
+pathway on purpose, then review the diff."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from zorgpad.engine import Registry
+from zorgpad.engine.render.graph import to_mermaid
+from zorgpad.fhir.plandefinition import to_plandefinition
+
+REPO = Path(__file__).resolve().parent.parent
+DOC = REPO / "docs" / "pathways.md"
+GOLDEN = REPO / "tests" / "pathways" / "golden"
+
+
+def main() -> None:
+    """Rewrite the diagrams and the golden files."""
+    registry = Registry.default(entry_points_too=False)
+    text = DOC.read_text(encoding="utf-8")
+    for pathway in registry.latest():
+        marker = f"{pathway.id} {pathway.version}"
+
+        def replace(match: re.Match[str], marker: str = marker, chart: str = to_mermaid(pathway)) -> str:
+            return f"```mermaid\n{chart}```" if marker in match.group(1) else match.group(0)
+
+        text = re.sub(r"```mermaid\n(.*?)```", replace, text, flags=re.S)
+        plan = json.dumps(to_plandefinition(pathway), indent=2, ensure_ascii=False) + "\n"
+        (GOLDEN / f"{pathway.id}.plandefinition.json").write_text(plan, encoding="utf-8")
+    DOC.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

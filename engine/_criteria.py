@@ -99,6 +99,9 @@ class Criterion:
     #: Only a resource written while the enrolment runs counts (not one from an earlier episode, such as
     #: the discharge of a previous admission).
     during_enrolment: bool = False
+    #: Only the resource that started the enrolment counts (e.g. the admission Encounter, when it later says
+    #: the patient was discharged), not another resource of the same kind (an ACP conversation's Encounter).
+    episode: bool = False
 
     @property
     def codes(self) -> tuple[Coding, ...]:

@@ -103,6 +103,7 @@ class _Evaluation:
         for name, refs in event.facts.items():
             self.state.facts[name] = dict(refs)
         self.state.dates.update(event.dates)
+        self.state.episode = event.trigger
         exit_fact = self._holding(self.pathway.exit_when)
         if exit_fact:
             self._end(EnrolmentStatus.EXITED, f"exit criterion {exit_fact} was already met")
@@ -112,6 +113,9 @@ class _Evaluation:
     def _resource_changed(self, event: ResourceChanged) -> None:
         ref = event.reference
         criteria = self.pathway.criteria()
+        if self.state.episode is not None:  # episode criteria count only the resource that started it all
+            event = ResourceChanged(event.resource, frozenset(
+                n for n in event.matched if not (n in criteria and criteria[n].episode and ref != self.state.episode)))
         moved: set[str] = set()
         for name in event.matched:
             self.state.facts.setdefault(name, {})[ref] = self.now

@@ -71,6 +71,7 @@ class EnrolmentState:
     steps: dict[str, StepRun] = field(default_factory=dict)
     facts: Facts = field(default_factory=dict)
     dates: dict[str, datetime] = field(default_factory=dict)  # criterion name -> the date its resource carries
+    episode: str | None = None  # the resource that started the enrolment (``Type/id``), if one did
 
     def copy(self) -> EnrolmentState:
         """A copy that evaluation may change without touching this one."""
@@ -91,6 +92,7 @@ class Enrol:
 
     facts: Mapping[str, Mapping[str, datetime]] = field(default_factory=dict)
     dates: Mapping[str, datetime] = field(default_factory=dict)
+    trigger: str | None = None  # the resource that started the enrolment, when criteria did
 
 
 @dataclass(frozen=True)

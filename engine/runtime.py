@@ -50,7 +50,8 @@ class IngestResult:
 
 
 def known_facts(session: Session, pathway: type[Pathway], patient: str, now: datetime, *,
-                since: datetime | None = None) -> tuple[dict[str, dict[str, datetime]], dict[str, datetime]]:
+                since: datetime | None = None, episode: str | None = None
+                ) -> tuple[dict[str, dict[str, datetime]], dict[str, datetime]]:
     """The criteria of ``pathway`` that the patient's stored resources already meet, and their dates.
 
     A criterion marked ``during_enrolment`` only counts resources written at or after ``since`` (default
@@ -62,8 +63,11 @@ def known_facts(session: Session, pathway: type[Pathway], patient: str, now: dat
     since = since or now
     for resource in resources_of_patient(session, patient, {c.resource_type for c in criteria.values()}):
         written = _last_updated(resource)
+        ref = f"{resource['resourceType']}/{resource['id']}"
         for name, criterion in criteria.items():
             if criterion.during_enrolment and (written is None or written < since):
+                continue
+            if criterion.episode and episode is not None and ref != episode:
                 continue
             if criterion.matches(resource):
                 facts.setdefault(name, {})[f"{resource['resourceType']}/{resource['id']}"] = now
@@ -103,12 +107,13 @@ class Engine:
                                                    now=moment))
 
     def enrol_in(self, session: Session, pathway_id: str, patient: str, *, version: str | None = None,
-                 actor: Actor = SYSTEM, now: datetime, enrolment_id: str | None = None) -> EnrolmentState:
-        """:meth:`enrol` inside the caller's transaction."""
+                 actor: Actor = SYSTEM, now: datetime, enrolment_id: str | None = None,
+                 trigger: str | None = None) -> EnrolmentState:
+        """:meth:`enrol` inside the caller's transaction; ``trigger`` is the resource whose arrival enrols."""
         pathway = self.registry.get(pathway_id, version)
-        facts, dates = known_facts(session, pathway, patient, now)
+        facts, dates = known_facts(session, pathway, patient, now, episode=trigger)
         state = new_enrolment(pathway, enrolment_id or new_id(), patient, now)
-        event = Enrol(facts, dates)
+        event = Enrol(facts, dates, trigger)
         outcome = evaluate(pathway, state, event, now)
         apply_outcome(session, pathway, None, event, outcome, now, actor)
         return outcome.state
@@ -153,7 +158,7 @@ class Engine:
             if newest.once and session.exec(select(Enrolment.id).where(
                     Enrolment.patient == patient, Enrolment.pathway_id == pathway_id)).first() is not None:
                 continue  # e.g. after-death: a later correction of the record starts nothing again
-            state = self.enrol_in(session, pathway_id, patient, actor=actor, now=now)
+            state = self.enrol_in(session, pathway_id, patient, actor=actor, now=now, trigger=ref)
             enrolled_in.add(pathway_id)
             result.enrolled.append(state.id)
         return result

@@ -128,12 +128,12 @@ def _migrate_one(session: Session, row: Enrolment, state: EnrolmentState, old: t
             extra.append(OpenTask(target, run.iteration, steps[target].owner_role or "coordinator", None, run.due_at))
     for step in new.steps:
         steps.setdefault(step.id, StepRun(step.id, owner_role=step.assignee.code if step.assignee else None))
-    facts, dates = known_facts(session, new, state.patient, now, since=state.enrolled_at)
+    facts, dates = known_facts(session, new, state.patient, now, since=state.enrolled_at, episode=state.episode)
     for name, refs in facts.items():  # a fact keeps the moment it was first known
         for ref in refs:
             refs[ref] = state.facts.get(name, {}).get(ref, now)
     moved = replace(state, version=new.version, steps=steps, facts={}, dates={})
-    event = Enrol(facts, dates)
+    event = Enrol(facts, dates, state.episode)
     outcome = evaluate(new, moved, event, now)
     outcome = Outcome(outcome.state, (*extra, *outcome.commands))
     apply_outcome(session, new, state, event, outcome, now, actor, row)

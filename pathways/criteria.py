@@ -65,9 +65,10 @@ ADMITTED = Criterion("admitted", "Encounter", code=t.INPATIENT, path="class", st
                      date="period.start", description="The patient is in hospital (inpatient Encounter)")
 DISCHARGE_PLANNED = Criterion("discharge-planned", "Encounter", code=t.INPATIENT, path="class",
                               status="in-progress", present="period.end", date="period.end", during_enrolment=True,
+                              episode=True,
                               description="The hospital has planned the discharge (Encounter.period.end)")
 DISCHARGED = Criterion("discharged", "Encounter", code=t.INPATIENT, path="class", status="finished",
-                       date="period.end", during_enrolment=True,
+                       date="period.end", during_enrolment=True, episode=True,
                        description="The patient went home (this stay's inpatient Encounter finished)")
 
 # -- dying phase and death ------------------------------------------------------------------------------

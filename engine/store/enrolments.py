@@ -54,6 +54,7 @@ def load_state(session: Session, enrolment: Enrolment) -> EnrolmentState:
         steps=steps,
         facts=_facts_from_json(enrolment.facts),
         dates={name: datetime.fromisoformat(when) for name, when in (enrolment.dates or {}).items()},
+        episode=enrolment.episode,
     )
 
 
@@ -68,6 +69,7 @@ def save_state(session: Session, state: EnrolmentState, before: EnrolmentState |
     row.status = state.status.value
     row.ended_at = state.ended_at
     row.end_reason = state.end_reason
+    row.episode = state.episode
     if before is None or before.facts != state.facts:
         row.facts = _facts_to_json(state.facts)
     if before is None or before.dates != state.dates:

@@ -27,6 +27,7 @@ class Enrolment(SQLModel, table=True):
     end_reason: str | None = Field(default=None, sa_type=Text)
     facts: dict[str, Any] = Field(default_factory=dict, sa_type=JSONDocument)
     dates: dict[str, Any] = Field(default_factory=dict, sa_type=JSONDocument)
+    episode: str | None = Field(default=None, max_length=200)
     revision: int = Field(default=0)
 
     __table_args__ = (Index("ix_enrolment_patient_status", "patient", "status"),)

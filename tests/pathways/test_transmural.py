@@ -290,6 +290,15 @@ class TestTransfer:
         assert (True, True) == ("Consent/cpr-1" in inputs(task),
                                 "<tr><th>Reanimatie</th><td>niet reanimeren</td></tr>" in narrative(discharged, task))
 
+    def test_another_finished_inpatient_encounter_is_not_this_stays_discharge(self, admitted: PathwayHarness) -> None:
+        """An ACP conversation recorded during the stay the IKNL way (an ACP-Encounter of class IMP, finished) is
+        not the discharge: the transfer steps keep waiting for the admission Encounter itself to finish."""
+        admitted.add(admission(start=admitted.now, status="finished", end=admitted.now, resource_id="acp-talk-1"))
+
+        states = [admitted.step(step, pathway_id=TRANSMURAL).state.value
+                  for step in ("nursing_handover", "discharge_letter")]
+        assert (["pending", "pending"], []) == (states, admitted.tasks("nursing_handover"))
+
     def test_without_sharing_consent_the_transfer_carries_no_agreements(self, harness: PathwayHarness) -> None:
         """Without the patient's sharing consent the transfer Tasks still go, but with no directives or summary."""
         harness.add(surprise_question(False))

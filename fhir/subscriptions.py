@@ -40,7 +40,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -54,7 +54,7 @@ from zorgpad.engine._projection import instant
 from zorgpad.engine.outbox import DeliveryError
 from zorgpad.engine.runtime import Engine
 from zorgpad.engine.store.db import Database
-from zorgpad.engine.store.resources import get_resource, parse_fhir_datetime, put_resource
+from zorgpad.engine.store.resources import get_resource, parse_fhir_datetime, put_resource, tokens_of, values_at
 from zorgpad.engine.store.search_params import params_for
 from zorgpad.engine.store.tables import OutboxItem, ResourceVersion, SearchToken, StoredResource
 from zorgpad.fhir.access import OWNER_TAG_SYSTEM, Principal, Scope
@@ -98,10 +98,10 @@ class Filter:
         if self.kind == "id":
             return resource.get("id") in self.values
         if self.kind == "reference":
-            refs = [v["reference"] for path in self.paths for v in _values(resource, path.split("."))
+            refs = [v["reference"] for path in self.paths for v in values_at(resource, path.split("."))
                     if isinstance(v, Mapping) and isinstance(v.get("reference"), str)]
             return any(_same_reference(value, ref) for value in self.values for ref in refs)
-        tokens = [t for path in self.paths for v in _values(resource, path.split(".")) for t in _tokens(v)]
+        tokens = [t for path in self.paths for v in values_at(resource, path.split(".")) for t in tokens_of(v)]
         found = any(_token_matches(value, token) for value in self.values for token in tokens)
         return found != self.negate
 
@@ -156,42 +156,6 @@ class Criteria:
 
 
 _parse_criteria = lru_cache(maxsize=1024)(Criteria.parse)
-
-
-def _values(node: Any, parts: list[str]) -> Iterator[Any]:
-    if isinstance(node, list):
-        for item in node:
-            yield from _values(item, parts)
-        return
-    if not parts:
-        yield node
-        return
-    if not isinstance(node, Mapping):
-        return
-    head = parts[0]
-    if head.endswith("[x]"):
-        stem = head[:-3]
-        for key, value in node.items():
-            if key.startswith(stem) and key[len(stem):len(stem) + 1].isupper():
-                yield from _values(value, parts[1:])
-    elif head in node:
-        yield from _values(node[head], parts[1:])
-
-
-def _tokens(value: Any) -> Iterator[tuple[str | None, str]]:
-    if isinstance(value, bool):
-        yield None, str(value).lower()
-    elif isinstance(value, str):
-        yield None, value
-    elif isinstance(value, Mapping):
-        if "coding" in value:
-            for coding in value.get("coding") or []:
-                if isinstance(coding, Mapping) and coding.get("code") is not None:
-                    yield coding.get("system"), str(coding["code"])
-        elif "value" in value:  # Identifier
-            yield value.get("system"), str(value["value"])
-        elif "code" in value:  # Coding
-            yield value.get("system"), str(value["code"])
 
 
 def _token_matches(wanted: str, token: tuple[str | None, str]) -> bool:

@@ -26,7 +26,7 @@ from zorgpad.engine.store.tables import (
 JSON = dict[str, Any]
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
-__all__ = ["get_resource", "new_id", "patient_of", "put_resource", "resources_of_patient"]
+__all__ = ["get_resource", "new_id", "patient_of", "put_resource", "resources_of_patient", "tokens_of", "values_at"]
 
 
 def new_id() -> str:
@@ -107,9 +107,9 @@ def _reindex(session: Session, resource: JSON, deleted: bool) -> None:
         return
     for param, (kind, paths) in params_for(rtype).items():
         for path in paths:
-            for value in _values(resource, path.split(".")):
+            for value in values_at(resource, path.split(".")):
                 if kind == "token":
-                    for system, code in _tokens(value):
+                    for system, code in tokens_of(value):
                         session.add(SearchToken(resource_type=rtype, resource_id=rid, param=param,
                                                 system=system, code=code[:256]))
                 elif kind == "reference":
@@ -124,10 +124,11 @@ def _reindex(session: Session, resource: JSON, deleted: bool) -> None:
                                                start=start, end=end))
 
 
-def _values(node: Any, parts: list[str]) -> Iterator[Any]:
+def values_at(node: Any, parts: list[str]) -> Iterator[Any]:
+    """Every value at a dotted element path (``name[x]`` matches any choice type), through lists."""
     if isinstance(node, list):
         for item in node:
-            yield from _values(item, parts)
+            yield from values_at(item, parts)
         return
     if not parts:
         yield node
@@ -139,12 +140,13 @@ def _values(node: Any, parts: list[str]) -> Iterator[Any]:
         stem = head[:-3]
         for key, value in node.items():
             if key.startswith(stem) and key[len(stem):len(stem) + 1].isupper():
-                yield from _values(value, parts[1:])
+                yield from values_at(value, parts[1:])
     elif head in node:
-        yield from _values(node[head], parts[1:])
+        yield from values_at(node[head], parts[1:])
 
 
-def _tokens(value: Any) -> Iterator[tuple[str | None, str]]:
+def tokens_of(value: Any) -> Iterator[tuple[str | None, str]]:
+    """``(system, code)`` pairs of a code, Coding, CodeableConcept, Identifier or boolean."""
     if isinstance(value, str | bool):
         yield None, str(value).lower() if isinstance(value, bool) else value
     elif isinstance(value, Mapping):

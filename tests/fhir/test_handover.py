@@ -29,12 +29,6 @@ SCT = "http://snomed.info/sct"
 STEP_RUN_SYSTEM = "https://zorgpad.nl/fhir/NamingSystem/step-run"
 
 
-@pytest.fixture(scope="module")
-def fhir_server(fhir_server: Any) -> Iterator[Any]:
-    """The conftest server, whose output pipe is closed afterwards (stop_server leaves it open)."""
-    yield fhir_server
-    if fhir_server.process.stdout is not None:
-        fhir_server.process.stdout.close()
 
 
 @pytest.fixture(scope="module")

@@ -108,13 +108,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def fhir_server(fhir_server: Any) -> Iterator[Any]:
-    """The conftest server, whose output pipe is closed afterwards (stop_server leaves it open, which
-    pytest reports as an unclosed-file ResourceWarning)."""
-    yield fhir_server
-    if fhir_server.process.stdout is not None:
-        fhir_server.process.stdout.close()
 
 
 @pytest.fixture(scope="module")

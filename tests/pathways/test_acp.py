@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -35,7 +34,6 @@ from tests.pathways.region import (
     cpr_directive,
     deceased,
     due,
-    harness_with_region,
     icu_directive,
     inputs,
     instant,
@@ -74,14 +72,6 @@ def codes(task: JSON) -> list[dict[str, str]]:
     return [{"system": c["system"], "code": c["code"]} for c in task["code"].get("coding", [])]
 
 
-@pytest.fixture
-def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[PathwayHarness]:
-    """The region of Westelijke Mijnstreek with every palliative pathway, at START, letters in Dutch."""
-    monkeypatch.delenv("ZORGPAD_LANGUAGE", raising=False)
-    monkeypatch.delenv("ZORGPAD_COORDINATOR_ORG", raising=False)
-    harness = harness_with_region()
-    yield harness
-    harness.close()
 
 
 @pytest.fixture

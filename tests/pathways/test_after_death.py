@@ -4,7 +4,6 @@ and the GP is asked for a bereavement conversation BEREAVEMENT_WEEKS after death
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -28,7 +27,6 @@ from tests.pathways.region import (
     deceased,
     due,
     dying_phase,
-    harness_with_region,
     instant,
     owner,
     patient,
@@ -45,14 +43,6 @@ BEREAVEMENT_DUE = BEREAVEMENT + timedelta(weeks=2)
 EXIT_REASON = "exit criterion deceased met by Patient/p1"
 
 
-@pytest.fixture
-def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[PathwayHarness]:
-    """The region with every palliative pathway, at START, in Dutch."""
-    monkeypatch.delenv("ZORGPAD_LANGUAGE", raising=False)
-    monkeypatch.delenv("ZORGPAD_COORDINATOR_ORG", raising=False)
-    harness = harness_with_region()
-    yield harness
-    harness.close()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ receiver is escalated."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,7 +29,6 @@ from tests.pathways.region import (
     cpr_directive,
     deceased,
     due,
-    harness_with_region,
     inputs,
     instant,
     narrative,
@@ -60,14 +58,6 @@ def stay(*, end: datetime | None = None, status: str = "in-progress") -> dict[st
     return admission(start=ADMITTED, end=end, status=status)
 
 
-@pytest.fixture
-def harness(monkeypatch: pytest.MonkeyPatch) -> Iterator[PathwayHarness]:
-    """The region with every palliative pathway, at START, in Dutch."""
-    monkeypatch.delenv("ZORGPAD_LANGUAGE", raising=False)
-    monkeypatch.delenv("ZORGPAD_COORDINATOR_ORG", raising=False)
-    harness = harness_with_region()
-    yield harness
-    harness.close()
 
 
 @pytest.fixture

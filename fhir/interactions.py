@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
 from typing import Any
 
 import jsonpatch
@@ -245,8 +244,3 @@ def delete(ctx: FHIRContext, resource_type: str, resource_id: str) -> None:
     put_resource(ctx.session, content, ctx.now, method="DELETE", deleted=True)
     audit(ctx.session, ctx.principal.actor, ctx.now, action="D", what="delete",
           entity=f"{resource_type}/{resource_id}", patient=stored.patient)
-
-
-def representation(stored: StoredResource | ResourceVersion) -> Mapping[str, Any]:
-    """The JSON body of a stored version."""
-    return stored.content or {}

@@ -67,8 +67,6 @@ def _template_url(db_option: str, tmp_path_factory: pytest.TempPathFactory) -> I
     admin.dispose()
 
 
-_TABLES = ("timer", "outbox", "inbox", "audit", "step_run", "enrolment", "search_token", "search_reference",
-           "search_date", "resource_version", "resource")
 
 
 @pytest.fixture

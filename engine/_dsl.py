@@ -164,7 +164,7 @@ class Step:
 #: Attribute names that belong to the pathway itself and cannot name a step.
 RESERVED = frozenset(
     {"id", "version", "title", "description", "url", "canonical", "steps", "roles", "enrol_when", "exit_when",
-     "requires", "step", "known_roles", "criteria", "letters", "once"}
+     "requires", "step", "known_roles", "criteria", "letters", "once", "enrol_within"}
 )
 
 
@@ -182,6 +182,9 @@ class Pathway:
     requires: ClassVar[tuple[str, ...]] = ()  # pathway ids the patient must be actively enrolled in
     letters: ClassVar[str | None] = None  # folder of this pathway's letter templates
     once: ClassVar[bool] = False  # enrol a patient automatically at most once, ever (e.g. after death)
+    #: Enrol automatically only when the enrolling criterion's date lies no further back than this (a death
+    #: recorded decades ago, as in an imported history, starts no bereavement care).
+    enrol_within: ClassVar[Duration | None] = None
     steps: ClassVar[tuple[Step, ...]] = ()
 
     def __init__(self) -> None:

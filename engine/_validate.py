@@ -52,6 +52,8 @@ def _check_identity(pathway: type[Pathway]) -> list[str]:
     else:
         problems += [f"'roles' must hold Role objects (got {_got(role)})"
                      for role in pathway.roles if not isinstance(role, Role)]
+    if pathway.enrol_within is not None and not isinstance(pathway.enrol_within, Duration):
+        problems.append(f"'enrol_within' must be a Duration (got {_got(pathway.enrol_within)})")
     if not isinstance(pathway.once, bool):
         problems.append(f"'once' must be True or False (got {_got(pathway.once)})")
     requires = pathway.requires

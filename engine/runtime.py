@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 from zorgpad.engine._apply import ACTION_CHANNEL, NOTIFY_CHANNEL, apply_outcome
 from zorgpad.engine._dsl import Pathway
 from zorgpad.engine._evaluate import evaluate, new_enrolment
+from zorgpad.engine._index import Matches
 from zorgpad.engine._model import (
     Enrol,
     EnrolmentState,
@@ -75,6 +76,16 @@ def known_facts(session: Session, pathway: type[Pathway], patient: str, now: dat
                 if moment is not None:
                     dates[name] = moment
     return facts, dates
+
+
+def _too_old(pathway: type[Pathway], resource: Mapping[str, Any], matches: Matches, now: datetime) -> bool:
+    """Whether every enrolling criterion the resource meets dates it further back than ``enrol_within``."""
+    if pathway.enrol_within is None or pathway.enrol_when is None:
+        return False
+    names = matches.by_pathway.get((pathway.id, pathway.version), frozenset())
+    dates = [c.date_of(resource) for c in pathway.enrol_when.leaves() if c.name in names]
+    oldest_allowed = now - pathway.enrol_within.approximate()
+    return all(d is not None and d < oldest_allowed for d in dates) and bool(dates)
 
 
 def _last_updated(resource: Mapping[str, Any]) -> datetime | None:
@@ -155,6 +166,8 @@ class Engine:
                 continue
             if any(required not in enrolled_in for required in newest.requires):
                 continue  # e.g. the transmural pathway only follows patients already in palliative care
+            if newest.enrol_within is not None and _too_old(newest, stored.content, matches, now):
+                continue  # e.g. a death recorded long ago in an imported history
             if newest.once and session.exec(select(Enrolment.id).where(
                     Enrolment.patient == patient, Enrolment.pathway_id == pathway_id)).first() is not None:
                 continue  # e.g. after-death: a later correction of the record starts nothing again

@@ -17,6 +17,7 @@ from zorgpad.engine import (
     Pathway,
     Reminder,
     Step,
+    days,
     defn,
     weeks,
 )
@@ -30,6 +31,7 @@ class AfterDeath(Pathway):
 
     enrol_when = c.DECEASED
     once = True  # a later correction of the deceased patient's record starts nothing again
+    enrol_within = days(90)  # a death recorded months later (an imported history) starts no bereavement care
 
     inform = Step("Alle betrokken organisaties informeren over het overlijden", owner=GP,
                   inform=(GP, HOME_CARE, HOSPITAL, OUT_OF_HOURS, AMBULANCE, COORDINATOR), automatic=True)

@@ -79,6 +79,7 @@ DYING_PHASE_STOPPED = Criterion("dying-phase-stopped", "Observation", code=t.DYI
                                 description="The patient improved: the dying phase is stopped")
 DYING_PHASE_EVALUATED = Criterion("dying-phase-evaluated", "Observation", code=t.DYING_PHASE_EVALUATION,
                                   status=_RECORDED, description="A 4-hourly evaluation was recorded")
-DECEASED = Criterion("deceased", "Patient", present="deceased[x]", description="Patient.deceased[x] is set")
+DECEASED = Criterion("deceased", "Patient", present="deceased[x]", date="deceasedDateTime",
+                     description="Patient.deceased[x] is set")
 WITHDRAWN = Criterion("pathway-withdrawn", "Observation", code=t.PATHWAY_WITHDRAWN, value=True, status=_RECORDED,
                       description="The patient ends proactive care planning with Zorgpad")

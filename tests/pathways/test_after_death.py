@@ -160,6 +160,18 @@ class TestEveryoneIsInformed:
 
         assert (EnrolmentStatus.ACTIVE, 6) == (harness.enrolment(AFTER_DEATH).status, len(sent(harness, "inform")))
 
+    def test_a_death_recorded_long_ago_starts_no_bereavement_care(self, harness: PathwayHarness) -> None:
+        """An imported history with a death in 1979 (as in the Synthea bundles) enrols nothing."""
+        harness.add({**patient(), "deceasedDateTime": "1979-05-01T10:00:00Z"})
+
+        assert [] == harness.enrolments()
+
+    def test_a_death_recorded_weeks_later_still_starts_it(self, harness: PathwayHarness) -> None:
+        """A death recorded three weeks late still starts after-death."""
+        harness.add({**patient(), "deceasedDateTime": (START - timedelta(weeks=3)).isoformat()})
+
+        assert [AFTER_DEATH] == [e.pathway_id for e in harness.enrolments()]
+
     def test_deceased_false_is_not_a_death(self, harness: PathwayHarness) -> None:
         """Patient.deceasedBoolean false starts nothing."""
         harness.add({**patient(), "deceasedBoolean": False})

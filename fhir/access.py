@@ -94,22 +94,30 @@ class Scope:
             and_(col(SearchReference.resource_type) == "CareTeam", col(SearchReference.param) == "participant"),
             and_(col(SearchReference.resource_type) == "Task", col(SearchReference.param).in_(["owner", "requester"])),
         )
+        # correlate(None): used inside queries over resource rows, it must never bind to the outer row.
         return (select(col(StoredResource.patient)).join(SearchReference, link)
                 .where(roles, col(SearchReference.target).in_(self._org_refs()),
-                       col(StoredResource.deleted).is_(False)))
+                       col(StoredResource.deleted).is_(False))
+                .correlate(None))
+
+    def visible(self, rows: Any = StoredResource) -> Any:
+        """SQL that is true for the resource rows (``StoredResource`` or an alias of it) the principal may see;
+        None when it sees everything."""
+        if self.unrestricted:
+            return None
+        owned = exists().where(col(SearchToken.resource_type) == rows.resource_type,
+                               col(SearchToken.resource_id) == rows.id, col(SearchToken.param) == "_tag",
+                               col(SearchToken.system) == OWNER_TAG_SYSTEM,
+                               col(SearchToken.code) == (self.principal.organisation or ""))
+        directory = and_(rows.patient.is_(None),
+                         or_(rows.resource_type.in_(sorted(DIRECTORY_TYPES)),
+                             and_(rows.resource_type.in_(sorted(OWNED_TYPES)), owned)))
+        return or_(directory, rows.patient.in_(self.patients()))
 
     def restrict(self, query: Select[Any]) -> Select[Any]:
         """Limit a query over ``StoredResource`` to what the principal may see."""
-        if self.unrestricted:
-            return query
-        owned = exists().where(col(SearchToken.resource_type) == col(StoredResource.resource_type),
-                               col(SearchToken.resource_id) == col(StoredResource.id), col(SearchToken.param) == "_tag",
-                               col(SearchToken.system) == OWNER_TAG_SYSTEM,
-                               col(SearchToken.code) == (self.principal.organisation or ""))
-        directory = and_(col(StoredResource.patient).is_(None),
-                         or_(col(StoredResource.resource_type).in_(sorted(DIRECTORY_TYPES)),
-                             and_(col(StoredResource.resource_type).in_(sorted(OWNED_TYPES)), owned)))
-        return query.where(or_(directory, col(StoredResource.patient).in_(self.patients())))
+        condition = self.visible()
+        return query if condition is None else query.where(condition)
 
     def sees_patient(self, session: Session, patient: str | None) -> bool:
         """Whether the principal takes part in ``patient``'s care (True for no patient)."""

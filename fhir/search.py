@@ -421,7 +421,9 @@ def _chained(ctx: FHIRContext, resource_type: str, target: _Target, pname: str, 
         if condition is None:
             return None
         conditions.append(and_(linked.resource_type == rtype, condition))
-    pointed = select(linked.resource_type + "/" + linked.id).where(col(linked.deleted).is_(False), or_(*conditions))
+    visible = ctx.scope.visible(linked)  # a chain may not test resources the caller cannot see
+    pointed = select(linked.resource_type + "/" + linked.id).where(
+        col(linked.deleted).is_(False), or_(*conditions), *([] if visible is None else [visible]))
     row: Any = aliased(SearchReference)
     return exists().where(row.resource_type == target.resource_type, row.resource_id == target.id,
                           row.param == pname, col(row.target).in_(pointed))

@@ -566,6 +566,18 @@ class TestUnknownParameters:
 
 
 class TestOrganisationScope:
+    def test_a_chain_never_tests_a_resource_the_caller_cannot_see(self, world: World) -> None:
+        """gp-b's Task points at gp-a's Observation: chaining through it reveals nothing about that Observation."""
+        secret = _observation("obs-secret", "pa", [{"system": "urn:secret", "code": "diagnosis"}])
+        assert world.admin.put("/Observation/obs-secret", json=secret).status_code in (200, 201)
+        probe = {"resourceType": "Task", "id": "task-probe", "status": "requested", "intent": "order",
+                 "for": {"reference": "Patient/pb"}, "focus": {"reference": "Observation/obs-secret"}}
+        assert world.gp_b.put("/Task/task-probe", json=probe).status_code in (200, 201)
+
+        query = {"focus:Observation.code": "urn:secret|diagnosis"}
+        assert (set(), {"Task/task-probe"}) == (world.found("/Task", query, client=world.gp_b),
+                                                world.found("/Task", query, client=world.admin))
+
     """An organisation's token finds only the resources of the patients it takes part in."""
 
     def test_patients_of_the_organisation_only(self, world: World) -> None:

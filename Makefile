@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # PostgreSQL for the second test pass (trust auth on this machine kind); the tests make a scratch database.
 TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: demo test lint typecheck test-sqlite test-postgres serve lock clean docs
+.PHONY: demo test lint typecheck test-sqlite test-postgres serve lock clean docs browser
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +29,14 @@ typecheck: $(STAMP)
 	for d in engine pathways fhir; do ln -s ../../../$$d build/typecheck/zorgpad/$$d; done
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p zorgpad.engine -p zorgpad.pathways
 
-test-sqlite: $(STAMP)
+# The dashboard's browser tests drive Debian's chromium through Playwright (never `playwright install`).
+browser:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+
+test-sqlite: $(STAMP) browser
 	$(BIN)/pytest --db sqlite
 
-test-postgres: $(STAMP)
+test-postgres: $(STAMP) browser
 	$(BIN)/pytest --db $(TEST_POSTGRES_URL)
 
 # Lint, types, then the whole suite once on SQLite and once on PostgreSQL.
@@ -45,7 +49,7 @@ docs: $(STAMP)
 # Re-resolve the pinned set after changing dependencies in pyproject.toml.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet -e . ruff mypy pytest pytest-timeout hypothesis fhirpy
+	.lock-venv/bin/pip install --quiet -e . ruff mypy pytest pytest-timeout hypothesis fhirpy playwright
 	(echo "# Exact versions of every dependency, resolved together (make lock regenerates this file)."; \
 	 .lock-venv/bin/pip freeze --exclude-editable | grep -iv "^zorgpad"; echo setuptools==84.2.1; echo wheel==0.48.0) > requirements.lock
 	rm -rf .lock-venv

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from zorgpad.engine import ops
 from zorgpad.engine.registry import Registry
 from zorgpad.engine.runtime import Engine
 from zorgpad.engine.scheduler import EmbeddedRunner
@@ -49,6 +50,17 @@ def create_app(db: Database, *, registry: Registry | None = None, tick_interval:
 
     install_error_handlers(app)
     app.include_router(create_router(engine))
+    from zorgpad.fhir.access import authenticate  # composition root: the operators' API takes the same tokens
+    app.include_router(ops.create_router(engine, authenticate))
+    from zorgpad.engine.web import create_dashboard  # composition root: the FHIR access model and ACP codes
+    from zorgpad.fhir.access import Principal, Scope
+    from zorgpad.pathways import terminology as t
+
+    app.include_router(create_dashboard(
+        engine, access=lambda name, org, admin: Scope(Principal(name, org, admin)),
+        acp_codes={"cpr": t.CPR.code, "icu": t.ICU_ADMISSION.code, "hospital": t.HOSPITAL_ADMISSION.code,
+                   "ventilation": t.VENTILATION.code, "place_of_death": t.PLACE_OF_DEATH.code,
+                   "acp": t.ADVANCE_CARE_PLANNING.code}))
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> JSONResponse:

@@ -233,6 +233,28 @@ def deliver(now: str | None, files: tuple[str, ...], db_url: str | None) -> None
     click.echo(f"delivered {report.delivered}, retrying {report.retried}, dead-lettered {report.dead}")
 
 
+@main.command()
+@click.option("--interval", default=10.0, show_default=True, type=click.FloatRange(min=0.5),
+              help="Seconds between scheduled tick and deliver runs.")
+@_files_option
+@_db_option
+def worker(interval: float, files: tuple[str, ...], db_url: str | None) -> None:
+    """Serve the tick, deliver and ingest Prefect flows against $PREFECT_API_URL (blocks)."""
+    import os
+    from datetime import timedelta
+
+    from zorgpad.engine.prefect_flows import serve_worker
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise CLIError("set PREFECT_API_URL to the Prefect server's API, e.g. http://prefect:4200/api")
+    with _errors():
+        _open(db_url).dispose()  # fail now, not in every flow run, when the database is not there
+        _registry(files)
+    if db_url:
+        os.environ[ENV_VAR] = db_url  # the flow runs read the database from the worker's environment
+    serve_worker(timedelta(seconds=interval), files)
+
+
 @main.group()
 def db() -> None:
     """Database schema."""

@@ -4,6 +4,16 @@ An item is claimed with a lease in a short transaction, delivered outside any tr
 result recorded in another. A process that dies after delivering but before recording delivers the
 item again once the lease runs out; the receiver drops the repeat by its idempotency key. Failures are
 retried with exponential backoff and dead-lettered after ``max_attempts``.
+
+The guarantee: **at-least-once delivery** to partners (every item is sent until it is delivered or
+dead-lettered; a crash can send it again, with the same ``Idempotency-Key``), and **exactly-once effect
+inside Zorgpad** (an item's status changes once, under a row lock, and local channels are idempotent).
+
+A per-target circuit breaker keeps one dead partner from slowing the others: after
+``CircuitBreaker.threshold`` consecutive failed attempts to one ``target`` the circuit opens, and that
+target's items are neither claimed nor sent (nor charged an attempt) until ``cool_off`` has passed; then
+one round is tried again (half-open), and a single failure opens the circuit again. Circuits live in
+the process; a fresh process starts with every circuit closed, which costs at most one probe round.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ class DeliveryReport:
     delivered: int = 0
     retried: int = 0
     dead: int = 0
+    skipped: int = 0  # claimed, then released unsent because the target's circuit opened
     errors: list[str] = field(default_factory=list)
 
 
@@ -51,7 +62,7 @@ class DeliveryReport:
 class RetryPolicy:
     """Exponential backoff with jitter, capped, then dead-letter."""
 
-    max_attempts: int = 8
+    max_attempts: int = 12  # about 17 hours of retries at the default backoff, then dead-letter
     base: timedelta = timedelta(seconds=30)
     cap: timedelta = timedelta(hours=6)
     jitter: float = 0.2
@@ -63,20 +74,57 @@ class RetryPolicy:
         return max(delay, retry_after) if retry_after else delay
 
 
+@dataclass
+class CircuitBreaker:
+    """Per-target circuits: open after ``threshold`` consecutive failures, for ``cool_off``."""
+
+    threshold: int = 5
+    cool_off: timedelta = timedelta(minutes=5)
+    failures: dict[str, int] = field(default_factory=dict)
+    open_until: dict[str, datetime] = field(default_factory=dict)
+
+    def is_open(self, target: str | None, now: datetime) -> bool:
+        """Whether items for ``target`` must wait (a target of None never has a circuit)."""
+        return target is not None and target in self.open_until and now < self.open_until[target]
+
+    def open_targets(self, now: datetime) -> list[str]:
+        """The targets whose circuit is open at ``now``."""
+        return sorted(t for t, until in self.open_until.items() if now < until)
+
+    def succeeded(self, target: str | None) -> None:
+        """A delivery to ``target`` worked: close its circuit."""
+        if target is not None:
+            self.failures.pop(target, None)
+            self.open_until.pop(target, None)
+
+    def failed(self, target: str | None, now: datetime) -> None:
+        """A delivery to ``target`` failed (retryably); open its circuit once there were too many."""
+        if target is None:
+            return
+        half_open = target in self.open_until  # its cool-off passed and the probe failed
+        self.failures[target] = self.failures.get(target, 0) + 1
+        if half_open or self.failures[target] >= self.threshold:
+            self.open_until[target] = now + self.cool_off
+
+
 class Outbox:
     """Flushes the outbox through one transport per channel."""
 
     def __init__(self, db: Database, transports: Mapping[str, Transport], *, policy: RetryPolicy | None = None,
-                 lease: timedelta = timedelta(minutes=5), batch_size: int = 100) -> None:
+                 lease: timedelta = timedelta(minutes=5), batch_size: int = 100,
+                 circuit: CircuitBreaker | None = None) -> None:
         self.db = db
         self.transports = dict(transports)
         self.policy = policy or RetryPolicy()
         self.lease = lease
         self.batch_size = batch_size
+        self.circuit = circuit or CircuitBreaker()
 
     def deliver(self, now: datetime) -> DeliveryReport:
         """Deliver every item due by ``now`` once; return what happened."""
         report = DeliveryReport()
+        # Items to a target whose circuit opened during this flush are released unsent; they must not be
+        # claimed again in this flush, so the set of skipped targets only grows.
         while True:
             claimed = self.db.run(lambda session: self._claim(session, now))
             if not claimed:
@@ -89,6 +137,9 @@ class Outbox:
                  .where(OutboxItem.status == "pending", OutboxItem.next_attempt_at <= now,
                         or_(col(OutboxItem.lease_until).is_(None), col(OutboxItem.lease_until) <= now))
                  .order_by(col(OutboxItem.id)).limit(self.batch_size))
+        blocked = self.circuit.open_targets(now)
+        if blocked:
+            query = query.where(or_(col(OutboxItem.target).is_(None), col(OutboxItem.target).not_in(blocked)))
         if self.db.is_postgresql:
             query = query.with_for_update(skip_locked=True)
         items = list(session.exec(query))
@@ -97,7 +148,22 @@ class Outbox:
             session.add(item)
         return items
 
+    def _release(self, item: OutboxItem) -> None:
+        """Give back an unsent item's lease without charging an attempt (its target's circuit is open)."""
+
+        def release(session: Session) -> None:
+            stored = session.get(OutboxItem, item.id, with_for_update=True)
+            if stored is not None and stored.status == "pending":
+                stored.lease_until = None
+                session.add(stored)
+
+        self.db.run(release)
+
     def _deliver_one(self, item: OutboxItem, now: datetime, report: DeliveryReport) -> None:
+        if self.circuit.is_open(item.target, now):
+            self._release(item)
+            report.skipped += 1
+            return
         transport = self.transports.get(item.channel)
         error: DeliveryError | None = None
         try:
@@ -108,6 +174,10 @@ class Outbox:
             error = exc
         except Exception as exc:  # a transport or integrator action failed: retry, never lose the item
             error = DeliveryError(f"{type(exc).__name__}: {exc}")
+        if error is None:
+            self.circuit.succeeded(item.target)
+        elif not error.permanent:
+            self.circuit.failed(item.target, now)
 
         def record(session: Session) -> None:
             stored = session.get(OutboxItem, item.id, with_for_update=True)

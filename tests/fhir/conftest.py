@@ -19,7 +19,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlmodel import func, select
 from zorgpad.engine.store.db import Database
+from zorgpad.engine.store.tables import ResourceVersion, StoredResource
 from zorgpad.engine.store.tokens import create_token
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,6 +46,15 @@ class FHIRServer:
     log: Path | None = None
     admin: str = ""
     clients: list[httpx.Client] = field(default_factory=list)
+
+    def stored_counts(self) -> tuple[int, int]:
+        """Rows in the ``resource`` and ``resource_version`` tables (to show that nothing was stored)."""
+        db = Database(self.db_url)
+        try:
+            return db.run(lambda s: (s.exec(select(func.count()).select_from(StoredResource)).one(),
+                                     s.exec(select(func.count()).select_from(ResourceVersion)).one()))
+        finally:
+            db.dispose()
 
     def output(self) -> str:
         """What the server has printed so far (warnings, tracebacks)."""

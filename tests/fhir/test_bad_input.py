@@ -11,10 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func
-from sqlmodel import select
-from zorgpad.engine.store.db import Database
-from zorgpad.engine.store.tables import ResourceVersion, StoredResource
 
 pytestmark = pytest.mark.slow
 
@@ -27,16 +23,6 @@ def uid() -> str:
     return uuid.uuid4().hex[:12]
 
 
-
-
-def stored_counts(server: Any) -> tuple[int, int]:
-    """Rows in the ``resource`` and ``resource_version`` tables."""
-    db = Database(server.db_url)
-    try:
-        return db.run(lambda s: (s.exec(select(func.count()).select_from(StoredResource)).one(),
-                                 s.exec(select(func.count()).select_from(ResourceVersion)).one()))
-    finally:
-        db.dispose()
 
 
 def nested_extensions(depth: int) -> bytes:
@@ -206,11 +192,11 @@ class TestBadInput:
         """The resource and resource_version tables hold as many rows afterwards as before."""
         case = CASES[name]
         pid = existing_patient if case.method in ("PATCH", "GET") else f"bad-{uid()}"
-        before = stored_counts(fhir_server)
+        before = fhir_server.stored_counts()
 
         send(fhir_server, case, pid)
 
-        assert before == stored_counts(fhir_server)
+        assert before == fhir_server.stored_counts()
 
     def test_the_server_still_answers_afterwards(self, fhir_server: Any, existing_patient: str) -> None:
         """After all the bad input, a plain read still works."""

@@ -12,10 +12,6 @@ from typing import Any
 import httpx
 import pytest
 from fhirpy import SyncFHIRClient
-from sqlalchemy import func
-from sqlmodel import select
-from zorgpad.engine.store.db import Database
-from zorgpad.engine.store.tables import ResourceVersion, StoredResource
 
 pytestmark = pytest.mark.slow
 
@@ -28,16 +24,6 @@ def uid() -> str:
     return uuid.uuid4().hex[:12]
 
 
-
-
-def stored_counts(server: Any) -> tuple[int, int]:
-    """Rows in the ``resource`` and ``resource_version`` tables."""
-    db = Database(server.db_url)
-    try:
-        return db.run(lambda s: (s.exec(select(func.count()).select_from(StoredResource)).one(),
-                                 s.exec(select(func.count()).select_from(ResourceVersion)).one()))
-    finally:
-        db.dispose()
 
 
 def is_outcome(response: httpx.Response) -> bool:
@@ -113,13 +99,13 @@ class TestConditionalCreate:
         headers = {"If-None-Exist": f"identifier=https://example.org/mrn|{value}"}
         first = client.post("/Patient", json=body, headers=headers)
         assert 201 == first.status_code, first.text
-        before = stored_counts(fhir_server)
+        before = fhir_server.stored_counts()
 
         second = client.post("/Patient", json=body, headers=headers)
 
         assert 200 == second.status_code
         assert first.json()["id"] == second.json()["id"]
-        assert before == stored_counts(fhir_server)
+        assert before == fhir_server.stored_counts()
 
     def test_a_conditional_create_without_a_match_creates(self, fhir_server: Any) -> None:
         """If-None-Exist that matches nothing creates the resource (201)."""
@@ -265,13 +251,13 @@ class TestIfMatch:
         pid = f"ifm-{uid()}"
         client.put(f"/Patient/{pid}", json=patient(pid, gender="female"))
         client.put(f"/Patient/{pid}", json=patient(pid, gender="male"))
-        before = stored_counts(fhir_server)
+        before = fhir_server.stored_counts()
 
         response = client.put(f"/Patient/{pid}", json=patient(pid, gender="other"), headers={"If-Match": 'W/"1"'})
 
         assert 412 == response.status_code
         assert is_outcome(response)
-        assert before == stored_counts(fhir_server)
+        assert before == fhir_server.stored_counts()
         current = client.get(f"/Patient/{pid}")
         assert ("male", 'W/"2"') == (current.json()["gender"], current.headers["etag"])
 
@@ -292,13 +278,13 @@ class TestIfMatch:
         pid = f"ifm-{uid()}"
         client.put(f"/Patient/{pid}", json=patient(pid))
         client.put(f"/Patient/{pid}", json=patient(pid, gender="male"))
-        before = stored_counts(fhir_server)
+        before = fhir_server.stored_counts()
 
         response = client.patch(f"/Patient/{pid}", headers={**JSON_PATCH, "If-Match": 'W/"1"'},
                                 content=json.dumps([{"op": "replace", "path": "/gender", "value": "female"}]))
 
         assert 412 == response.status_code
-        assert before == stored_counts(fhir_server)
+        assert before == fhir_server.stored_counts()
 
 
 class TestPrefer:
@@ -372,28 +358,28 @@ class TestPatch:
         client = fhir_server.client()
         pid = f"patch-{uid()}"
         client.put(f"/Patient/{pid}", json=patient(pid, gender="male"))
-        before = stored_counts(fhir_server)
+        before = fhir_server.stored_counts()
 
         response = client.patch(f"/Patient/{pid}", headers=JSON_PATCH, content=json.dumps(
             [{"op": "test", "path": "/gender", "value": "female"}, {"op": "remove", "path": "/gender"}]))
 
         assert 422 == response.status_code
         assert is_outcome(response)
-        assert before == stored_counts(fhir_server)
+        assert before == fhir_server.stored_counts()
 
     def test_a_patch_that_makes_the_resource_invalid_is_400(self, fhir_server: Any) -> None:
         """A patch result that is not valid FHIR is refused with 400 and nothing stored."""
         client = fhir_server.client()
         pid = f"patch-{uid()}"
         client.put(f"/Patient/{pid}", json=patient(pid))
-        before = stored_counts(fhir_server)
+        before = fhir_server.stored_counts()
 
         response = client.patch(f"/Patient/{pid}", headers=JSON_PATCH, content=json.dumps(
             [{"op": "add", "path": "/birthDate", "value": "not a date"}]))
 
         assert 400 == response.status_code
         assert is_outcome(response)
-        assert before == stored_counts(fhir_server)
+        assert before == fhir_server.stored_counts()
 
     def test_a_patch_may_not_change_the_id(self, fhir_server: Any) -> None:
         """Patching /id to another value is refused with 400."""

@@ -11,10 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func
 from sqlmodel import select
 from zorgpad.engine.store.db import Database
-from zorgpad.engine.store.tables import ApiToken, ResourceVersion, StoredResource
+from zorgpad.engine.store.tables import ApiToken
 
 pytestmark = pytest.mark.slow
 
@@ -33,16 +32,6 @@ def is_outcome(response: httpx.Response) -> bool:
     """Whether a response is an OperationOutcome in the FHIR media type."""
     return (response.headers.get("content-type", "").startswith(FHIR_JSON)
             and response.json().get("resourceType") == "OperationOutcome")
-
-
-def stored_counts(server: Any) -> tuple[int, int]:
-    """Rows in the ``resource`` and ``resource_version`` tables."""
-    db = Database(server.db_url)
-    try:
-        return db.run(lambda s: (s.exec(select(func.count()).select_from(StoredResource)).one(),
-                                 s.exec(select(func.count()).select_from(ResourceVersion)).one()))
-    finally:
-        db.dispose()
 
 
 @dataclass
@@ -172,13 +161,13 @@ class TestAuthentication:
 
     def test_a_refused_write_stores_nothing(self, fhir_server: Any) -> None:
         """An unauthenticated create leaves the database as it was."""
-        before = stored_counts(fhir_server)
+        before = fhir_server.stored_counts()
 
         pid = f"anon-{uid()}"
         call(fhir_server, "", "PUT", f"/Patient/{pid}", {"resourceType": "Patient", "id": pid})
         call(fhir_server, "Bearer zp_wrong", "POST", "/Patient", {"resourceType": "Patient"})
 
-        assert before == stored_counts(fhir_server)
+        assert before == fhir_server.stored_counts()
 
 
 class TestOrganisationScope:
@@ -303,7 +292,7 @@ class TestOrganisationWrites:
                                                                     practice: Practice) -> None:
         """An Observation about someone else's patient answers 403 or 404 and nothing is stored."""
         _, stranger = new_org(fhir_server)
-        before = stored_counts(fhir_server)
+        before = fhir_server.stored_counts()
 
         response = stranger.post("/Observation", json={"resourceType": "Observation", "status": "final",
                                                        "code": {"text": "x"},
@@ -311,20 +300,20 @@ class TestOrganisationWrites:
 
         assert response.status_code in (403, 404)
         assert is_outcome(response)
-        assert before == stored_counts(fhir_server)
+        assert before == fhir_server.stored_counts()
 
     def test_an_absolute_reference_does_not_get_around_the_scope(self, fhir_server: Any,
                                                                  practice: Practice) -> None:
         """Naming the patient by its absolute URL on this server is refused just the same."""
         _, stranger = new_org(fhir_server)
-        before = stored_counts(fhir_server)
+        before = fhir_server.stored_counts()
 
         response = stranger.post("/Observation", json={
             "resourceType": "Observation", "status": "final", "code": {"text": "x"},
             "subject": {"reference": f"{fhir_server.fhir}/{practice.patient}"}})
 
         assert response.status_code in (403, 404)
-        assert before == stored_counts(fhir_server)
+        assert before == fhir_server.stored_counts()
 
     @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
     def test_changing_another_organisations_patient_is_404(self, fhir_server: Any, practice: Practice,
@@ -334,26 +323,26 @@ class TestOrganisationWrites:
         pid = practice.patient.split("/")[1]
         body = {"PUT": {"resourceType": "Patient", "id": pid, "gender": "male"},
                 "PATCH": [{"op": "add", "path": "/gender", "value": "male"}], "DELETE": None}[method]
-        before = stored_counts(fhir_server)
+        before = fhir_server.stored_counts()
 
         response = stranger.request(method, f"/{practice.patient}", content=None if body is None else json.dumps(body),
                                     headers=JSON_PATCH if method == "PATCH" else None)
 
         assert 404 == response.status_code
-        assert before == stored_counts(fhir_server)
+        assert before == fhir_server.stored_counts()
         assert "gender" not in practice.client.get(f"/{practice.patient}").json()
 
     def test_applying_for_another_organisations_patient_is_404(self, fhir_server: Any, practice: Practice) -> None:
         """$apply for someone else's patient answers 404 and enrols nobody."""
         _, stranger = new_org(fhir_server)
-        before = stored_counts(fhir_server)
+        before = fhir_server.stored_counts()
 
         response = stranger.post("/PlanDefinition/example-acp/$apply", json={
             "resourceType": "Parameters",
             "parameter": [{"name": "subject", "valueReference": {"reference": practice.patient}}]})
 
         assert 404 == response.status_code
-        assert before == stored_counts(fhir_server)
+        assert before == fhir_server.stored_counts()
 
     def test_an_organisation_may_register_its_own_patient(self, fhir_server: Any) -> None:
         """A new Patient naming the caller as generalPractitioner is created (201)."""
@@ -372,13 +361,13 @@ class TestOrganisationWrites:
         body: dict[str, Any] = {"resourceType": "Patient"}
         if gp:
             body["generalPractitioner"] = [{"reference": gp}]
-        before = stored_counts(fhir_server)
+        before = fhir_server.stored_counts()
 
         response = client.post("/Patient", json=body)
 
         assert 403 == response.status_code
         assert is_outcome(response)
-        assert before == stored_counts(fhir_server)
+        assert before == fhir_server.stored_counts()
 
     def test_re_registering_a_deleted_patient_does_not_expose_its_records(self, fhir_server: Any,
                                                                           practice: Practice) -> None:

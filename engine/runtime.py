@@ -27,6 +27,7 @@ from zorgpad.engine._model import (
     Withdraw,
 )
 from zorgpad.engine._projection import STEP_RUN_SYSTEM
+from zorgpad.engine._states import EnrolmentStatus
 from zorgpad.engine.clock import Clock, SystemClock, utc
 from zorgpad.engine.errors import NotEnrolledError
 from zorgpad.engine.outbox import DeliveryReport, Outbox, Transport, local_notify, run_actions
@@ -152,14 +153,18 @@ class Engine:
             return result
         matches = self.registry.index.match(stored.content)
         ref = f"{content['resourceType']}/{content['id']}"
+        enrolled_in: set[str] = set()  # pathways the patient is still actively enrolled in afterwards
         for row in active_enrolments_of(session, patient, lock=True):
-            state = load_state(session, row)
             matched = matches.by_pathway.get((row.pathway_id, row.pathway_version), frozenset())
-            if not matched and not any(ref in refs for refs in state.facts.values()):
+            # The facts live on the enrolment row: only load the steps when this resource concerns it.
+            if not matched and not any(ref in refs for refs in (row.facts or {}).values()):
+                enrolled_in.add(row.pathway_id)
                 continue
-            self._apply(session, row, state, ResourceChanged(stored.content, matched), now, actor)
+            state = self._apply(session, row, load_state(session, row), ResourceChanged(stored.content, matched),
+                                now, actor)
             result.advanced.append(row.id)
-        enrolled_in = {(r.pathway_id) for r in active_enrolments_of(session, patient)}
+            if state.status is EnrolmentStatus.ACTIVE:
+                enrolled_in.add(row.pathway_id)
         for pathway_id, version in sorted(matches.enrols):
             newest = self.registry.get(pathway_id)
             if newest.version != version or pathway_id in enrolled_in:

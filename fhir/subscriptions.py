@@ -273,6 +273,8 @@ def _ended(subscription: Mapping[str, Any], now: datetime) -> bool:
 
 def queue_notifications(session: Session, stored: StoredResource, previous: JSON | None, now: datetime) -> None:
     """The resource listener: check and activate Subscriptions, and queue the notifications a write causes."""
+    if stored.resource_type == "Subscription":
+        session.info.pop(_CACHE, None)  # the set of active Subscriptions may have changed
     if stored.deleted:
         return
     if stored.resource_type == "Subscription" and _activate(session, stored, now):
@@ -313,7 +315,19 @@ def _activate(session: Session, stored: StoredResource, now: datetime) -> bool:
     return True
 
 
+_CACHE = "zorgpad.active-subscriptions"
+
+
 def _active_subscriptions(session: Session, resource_type: str) -> list[StoredResource]:
+    """The active Subscriptions whose criteria name ``resource_type``, looked up once per transaction and type
+    (a Bundle of hundreds of entries asks once, not once per entry)."""
+    cache: dict[str, list[StoredResource]] = session.info.setdefault(_CACHE, {})
+    if resource_type not in cache:
+        cache[resource_type] = _query_active_subscriptions(session, resource_type)
+    return cache[resource_type]
+
+
+def _query_active_subscriptions(session: Session, resource_type: str) -> list[StoredResource]:
     def token(param: str, *conditions: Any) -> Any:
         return exists().where(col(SearchToken.resource_type) == "Subscription",
                               col(SearchToken.resource_id) == col(StoredResource.id), col(SearchToken.param) == param,

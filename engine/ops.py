@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, Header, HTTPException, Query
@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 from zorgpad.engine._assign import COORDINATOR_ENV, _org_of
 from zorgpad.engine._criteria import codings_at
 from zorgpad.engine._roles import COORDINATOR, ROLE_SYSTEM
+from zorgpad.engine.outbox import retry_dead_letter
 from zorgpad.engine.runtime import Engine
 from zorgpad.engine.store.audit import Actor, audit
 from zorgpad.engine.store.tables import OutboxItem, SearchReference, StoredResource
@@ -102,7 +103,7 @@ def create_router(engine: Engine, authenticate: Authenticate) -> APIRouter:
             principal = operator(session, authorization)
             items = list(session.exec(select(OutboxItem).where(OutboxItem.status == status)
                                       .order_by(col(OutboxItem.id).desc()).limit(limit)))
-            audit(session, principal.actor, datetime.now(UTC), action="R", what="outbox",
+            audit(session, principal.actor, engine.clock.now(), action="R", what="outbox",
                   detail=f"status={status}; {len(items)} items")
             return {"status": status, "count": len(items), "items": [_json(item) for item in items]}
 
@@ -119,11 +120,7 @@ def create_router(engine: Engine, authenticate: Authenticate) -> APIRouter:
                 raise HTTPException(404, f"outbox item {item_id} does not exist")
             if item.status != "dead":
                 raise HTTPException(409, f"outbox item {item_id} is {item.status}, not dead")
-            now = datetime.now(UTC)
-            item.status, item.attempts, item.next_attempt_at, item.lease_until = "pending", 0, now, None
-            session.add(item)
-            audit(session, principal.actor, now, action="U", what="outbox-retry", entity=item.idempotency_key,
-                  patient=item.payload.get("patient"), detail=f"retry of dead letter {item_id}: {item.last_error}")
+            retry_dead_letter(session, item, principal.actor, engine.clock.now())
             return _json(item)
 
         return db.run(work)

@@ -245,3 +245,11 @@ def run_actions(registry: Registry) -> Transport:
                                   idempotency_key=item.idempotency_key, now=now))
 
     return send
+
+
+def retry_dead_letter(session: Session, item: OutboxItem, actor: Actor, now: datetime) -> None:
+    """Put a dead-lettered item back to ``pending`` (attempts reset, due now) and audit who did it."""
+    item.status, item.attempts, item.next_attempt_at, item.lease_until = "pending", 0, now, None
+    session.add(item)
+    audit(session, actor, now, action="U", what="outbox-retry", entity=item.idempotency_key,
+          patient=item.payload.get("patient"), detail=f"retry of dead letter {item.id}: {item.last_error}")

@@ -26,6 +26,7 @@ from zorgpad.engine._dsl import Pathway, Step
 from zorgpad.engine._states import OPEN_STATES
 from zorgpad.engine.errors import PathwayError
 from zorgpad.engine.ops import is_coordinator
+from zorgpad.engine.outbox import retry_dead_letter
 from zorgpad.engine.render.letters import LANGUAGES, display, language
 from zorgpad.engine.render.svg import to_svg
 from zorgpad.engine.runtime import Engine
@@ -322,12 +323,7 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
             item = _dead_item(session, user, item_id)
             if item is None:
                 return False
-            item.status, item.attempts, item.next_attempt_at, item.lease_until = "pending", 0, now, None
-            session.add(item)
-            row = session.get(Enrolment, item.enrolment_id) if item.enrolment_id else None
-            audit(session, user.actor, now, action="U", what="outbox-retry", entity=item.idempotency_key,
-                  patient=row.patient if row is not None else None,
-                  detail=f"retry of dead letter {item_id}: {item.last_error}")
+            retry_dead_letter(session, item, user.actor, now)
             return True
 
         if not db.run(retry):

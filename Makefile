@@ -49,7 +49,7 @@ docs: $(STAMP)
 # Re-resolve the pinned set after changing dependencies in pyproject.toml.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet -e . ruff mypy pytest pytest-timeout hypothesis fhirpy playwright
+	.lock-venv/bin/pip install --quiet -e . ruff mypy pytest pytest-timeout hypothesis schemathesis fhirpy playwright
 	(echo "# Exact versions of every dependency, resolved together (make lock regenerates this file)."; \
 	 .lock-venv/bin/pip freeze --exclude-editable | grep -iv "^zorgpad"; echo setuptools==84.2.1; echo wheel==0.48.0) > requirements.lock
 	rm -rf .lock-venv

@@ -125,3 +125,14 @@ def database_factory(db_option: str, _template_url: str, tmp_path_factory: pytes
             for name in made:
                 connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the fault and fuzz suite's counts (inputs tried, faults injected, lost, duplicated)."""
+    from faultcounts import summary
+
+    lines = summary()
+    if lines:
+        terminalreporter.write_sep("=", "fault and fuzz counts")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -1,0 +1,89 @@
+"""Benchmark 5: FHIR ingest of the Synthea bundles as transactions over HTTP.
+
+Each bundle of ../shared/corpora/synthea/R4 is turned into a ``transaction`` (the files are transactions
+already; anything else is converted with ``POST`` requests) and posted to a real `zorgpad serve` on an
+empty database, one after another; resources/s counts the entries stored. Beside it: the raw floor (the
+same number of rows per table by batched core inserts).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+from zorgpad.engine.store.db import Database
+
+from bench import _server
+from bench._common import SYNTHEA, Baseline, Figure, Scratch, Sizes
+from bench._population import tables
+from bench._region import Region
+from bench.baselines.floor import Floor
+
+TARGET = 3_000.0
+
+
+def _transaction(bundle: dict[str, Any]) -> dict[str, Any]:
+    if bundle.get("type") == "transaction":
+        return bundle
+    for entry in bundle.get("entry", []):
+        entry.setdefault("request", {"method": "POST", "url": entry["resource"]["resourceType"]})
+    return {**bundle, "type": "transaction"}
+
+
+def _counts(db_url: str) -> dict[str, int]:
+    database = Database(db_url)
+    try:
+        with database.engine.connect() as connection:
+            return {t.name: int(connection.execute(select(func.count()).select_from(t)).scalar_one())
+                    for t in tables()}
+    finally:
+        database.dispose()
+
+
+def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
+        log: Callable[[str], None] = print) -> list[Figure]:
+    """Post every bundle; then the floor."""
+    files = sorted(SYNTHEA.glob("*.json"))
+    if sizes.synthea_bundles:
+        files = files[:sizes.synthea_bundles]
+    bodies = [json.dumps(_transaction(json.loads(f.read_text()))).encode() for f in files]
+    entries = [len(json.loads(b)["entry"]) for b in bodies]
+    db_url = scratch.new("ingest")
+    server = _server.start(db_url)
+    failures: list[str] = []
+    stored = 0
+    try:
+        before = _counts(db_url)
+        headers = server.headers(server.token())
+        log(f"  ingest: {len(bodies)} Synthea bundles, {sum(entries):,} resources")
+        with httpx.Client(base_url=server.fhir, headers=headers, timeout=600) as client:
+            started = time.perf_counter()
+            for body, count, path in zip(bodies, entries, files, strict=True):
+                response = client.post(server.fhir, content=body)
+                if response.status_code == 200:
+                    stored += count
+                else:
+                    failures.append(f"{path.name[:20]}… HTTP {response.status_code}")
+            seconds = time.perf_counter() - started
+        after = _counts(db_url)
+    finally:
+        server.stop()
+    rate = stored / seconds if seconds else None
+    floor = Floor(db_url)
+    try:
+        floor_seconds, floor_rows = floor.write({k: after[k] - before[k] for k in after})
+    finally:
+        floor.close()
+    scratch.drop(db_url)
+    return [Figure(
+        "5. FHIR ingest", "Synthea resources/s (transaction Bundles over HTTP)", rate, "/s", f"≥ {TARGET:,.0f}/s",
+        rate is not None and rate >= TARGET and not failures,
+        baselines=[Baseline("raw database floor", stored / floor_seconds if floor_seconds else None,
+                            f"{floor_rows:,} rows in {floor_seconds:.2f} s")],
+        note=f"{stored:,} resources in {len(bodies) - len(failures)} of {len(bodies)} bundles in {seconds:.1f} s"
+             + (f"; failed: {', '.join(failures[:3])}" if failures else ""))]

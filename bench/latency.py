@@ -1,0 +1,174 @@
+"""Benchmark 3: event-to-handover latency over HTTP against a real `zorgpad serve`.
+
+Requests are offered at a steady rate (open loop) for a fixed time, alternating between the GP system's
+``$process-message`` carrying the recorded ACP conversation (the enrolment advances and four handovers are
+queued) and the GP's PUT of the conversation Task with status ``completed``. Each request commits before it
+is answered and is validated on the way in. Latency is measured from the moment a request was *due* to be
+sent, so time spent waiting behind a slow server counts (no coordinated omission); the service time from
+the actual send is reported too. At most 64 requests are in flight. Beside it: the raw floor, one
+transaction inserting one message's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import func
+from sqlmodel import select
+from zorgpad.engine._projection import STEP_RUN_SYSTEM
+from zorgpad.engine.store.db import Database
+from zorgpad.engine.store.tables import StoredResource
+
+from bench import _fhir, _server
+from bench._common import Baseline, Figure, Scratch, Sizes, percentile
+from bench._population import tables
+from bench._region import Region
+from bench.baselines.floor import Floor
+
+TARGET_P50_MS = 10.0
+TARGET_P99_MS = 50.0
+IN_FLIGHT = 64
+
+
+@dataclass
+class _Run:
+    latencies: list[float] = field(default_factory=list)
+    service: list[float] = field(default_factory=list)
+    by_kind: dict[str, list[float]] = field(default_factory=lambda: {"message": [], "task": []})
+    errors: dict[str, int] = field(default_factory=dict)
+    sent: int = 0
+
+
+def _conversation_tasks(db_url: str, patients: list[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    """enrolment id -> the current conversation Task of each patient (read before the run)."""
+    wanted = {f"{enrolment_id}/conversation/0": enrolment_id for enrolment_id, _ in patients}
+    database = Database(db_url)
+    try:
+        rows = database.run(lambda s: s.exec(select(StoredResource.content).where(
+            StoredResource.resource_type == "Task",
+            StoredResource.patient.in_([f"Patient/{p}" for _, p in patients]))).all())  # type: ignore[union-attr]
+    finally:
+        database.dispose()
+    found: dict[str, dict[str, Any]] = {}
+    for content in rows:
+        for identifier in content.get("identifier") or []:
+            if identifier.get("system") == STEP_RUN_SYSTEM and identifier.get("value") in wanted:
+                found[wanted[identifier["value"]]] = content
+    return found
+
+
+async def _offer(server: _server.Server, token: str, patients: list[tuple[str, str]],
+                 tasks: dict[str, dict[str, Any]], rate: float, seconds: float) -> _Run:
+    result = _Run()
+    limit = asyncio.Semaphore(IN_FLIGHT)
+    async with httpx.AsyncClient(base_url=server.fhir, headers=server.headers(token), timeout=120,
+                                 limits=httpx.Limits(max_connections=IN_FLIGHT)) as client:
+
+        async def one(index: int, due: float) -> None:
+            enrolment_id, patient_id = patients[index]
+            kind = "message" if index % 2 == 0 or enrolment_id not in tasks else "task"
+            try:
+                sent = time.perf_counter()
+                if kind == "message":
+                    response = await client.post("$process-message",
+                                                 json=_fhir.acp_message(patient_id, datetime.now(UTC)))
+                else:
+                    task = {**tasks[enrolment_id], "status": "completed"}
+                    task.pop("meta", None)
+                    response = await client.put(f"Task/{task['id']}", json=task)
+                finished = time.perf_counter()
+                if response.status_code >= 400:
+                    key = f"{kind} HTTP {response.status_code}"
+                    result.errors[key] = result.errors.get(key, 0) + 1
+                    return
+                result.latencies.append(finished - due)
+                result.service.append(finished - sent)
+                result.by_kind[kind].append(finished - due)
+            except httpx.HTTPError as exc:
+                key = f"{kind} {type(exc).__name__}"
+                result.errors[key] = result.errors.get(key, 0) + 1
+            finally:
+                limit.release()
+
+        started = time.perf_counter()
+        running = []
+        for index in range(len(patients)):
+            due = started + index / rate
+            if due - started >= seconds:
+                break
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await limit.acquire()
+            if time.perf_counter() - started >= seconds:
+                limit.release()
+                break
+            result.sent += 1
+            running.append(asyncio.create_task(one(index, due)))
+        await asyncio.gather(*running)
+    return result
+
+
+def _counts(db_url: str) -> dict[str, int]:
+    database = Database(db_url)
+    try:
+        with database.engine.connect() as connection:
+            return {t.name: int(connection.execute(select(func.count()).select_from(t)).scalar_one())
+                    for t in tables()}
+    finally:
+        database.dispose()
+
+
+def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
+        log: Callable[[str], None] = print) -> list[Figure]:
+    """Serve the region, offer the load, measure; then the floor."""
+    offered = round(sizes.latency_rate * sizes.latency_seconds)
+    patients = region.take(min(offered, len(region.main_cohort) // 3))
+    tasks = _conversation_tasks(region.db_url, patients)
+    server = _server.start(region.db_url)
+    try:
+        token = server.token(_fhir.GP)
+        before = _counts(region.db_url)
+        log(f"  latency: {sizes.latency_rate:.0f} requests/s for {sizes.latency_seconds:.0f} s "
+            f"({len(patients):,} patients available)")
+        started = time.perf_counter()
+        result = asyncio.run(_offer(server, token, patients, tasks, sizes.latency_rate, sizes.latency_seconds))
+        elapsed = time.perf_counter() - started
+        after = _counts(region.db_url)
+    finally:
+        server.stop()
+    answered = len(result.latencies)
+    per_message = {name: round((after[name] - before[name]) / answered) for name in after if answered}
+    floor = Floor(region.db_url)
+    try:
+        floor_latencies = floor.commit_latencies({k: v for k, v in per_message.items() if v > 0},
+                                                 min(200, max(answered, 20)))
+    finally:
+        floor.close()
+    milliseconds = [s * 1000 for s in result.latencies]
+    floor_ms = [s * 1000 for s in floor_latencies]
+    p50, p99 = percentile(milliseconds, 0.5), percentile(milliseconds, 0.99)
+    errors = ", ".join(f"{count} {kind}" for kind, count in sorted(result.errors.items())) or "none"
+    context = (f"offered {sizes.latency_rate:.0f}/s for {sizes.latency_seconds:.0f} s; {result.sent:,} sent, "
+               f"{answered:,} answered in {elapsed:.1f} s ({answered / elapsed:.1f}/s achieved); errors: {errors}; "
+               f"service time from send p50 {percentile([s * 1000 for s in result.service], 0.5) or 0:.0f} ms, "
+               f"p99 {percentile([s * 1000 for s in result.service], 0.99) or 0:.0f} ms")
+    kinds = "; ".join(f"{kind} p50 {percentile([s * 1000 for s in values], 0.5) or 0:.0f} ms"
+                      for kind, values in result.by_kind.items() if values)
+    floor_note = f"one transaction of {sum(v for v in per_message.values() if v > 0)} rows"
+    return [
+        Figure("3. Event-to-handover latency", "p50 latency, ms (HTTP, validation and commit included)", p50, "ms",
+               f"≤ {TARGET_P50_MS:.0f} ms", p50 is not None and p50 <= TARGET_P50_MS, higher_is_better=False,
+               baselines=[Baseline("raw database floor", percentile(floor_ms, 0.5), floor_note)],
+               note=f"{context}; {kinds}"),
+        Figure("3. Event-to-handover latency", "p99 latency, ms", p99, "ms", f"≤ {TARGET_P99_MS:.0f} ms",
+               p99 is not None and p99 <= TARGET_P99_MS and not result.errors, higher_is_better=False,
+               baselines=[Baseline("raw database floor", percentile(floor_ms, 0.99), floor_note)]),
+    ]

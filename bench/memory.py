@@ -1,0 +1,83 @@
+"""Benchmark 4: process memory per waiting enrolment.
+
+Zorgpad keeps waiting enrolments, their timers and outbox items as rows, never as objects in memory, so
+the honest measure is a serving process's resident set: `zorgpad serve` (embedded runner on) is started on
+an empty database and on one holding the waiting enrolments, each warmed up with the same requests (a
+CarePlan read, a Task search, one tick round), and the growth is divided by the number of waiting
+enrolments. Beside it, as a reference rather than a competitor: the database's bytes on disk per waiting
+enrolment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from sqlalchemy import func
+from sqlmodel import select
+from zorgpad.engine.store.db import Database
+from zorgpad.engine.store.tables import Enrolment
+
+from bench import _population, _server
+from bench._common import Baseline, Figure, Scratch, Sizes, database_size
+from bench._region import Region
+
+TARGET_BYTES = 2_048
+
+
+def _waiting(db_url: str) -> tuple[int, str | None]:
+    database = Database(db_url)
+    try:
+        count = database.run(lambda s: s.exec(select(func.count()).select_from(Enrolment)
+                                              .where(Enrolment.status == "active")).one())
+        some = database.run(lambda s: s.exec(select(Enrolment.id).limit(1)).first())
+        return int(count), some
+    finally:
+        database.dispose()
+
+
+def _resident(db_url: str, enrolment_id: str | None, patient: str | None) -> int:
+    """RSS of a warmed-up server on this database."""
+    server = _server.start(db_url, tick_interval=1)
+    try:
+        headers = server.headers(server.token())
+        with httpx.Client(base_url=server.fhir, headers=headers, timeout=60) as client:
+            client.get("metadata")
+            if enrolment_id is not None:
+                client.get(f"CarePlan/{enrolment_id}")
+            client.get("Task", params={"patient": patient or "Patient/none", "_count": "50"})
+        time.sleep(3)  # the embedded runner ticks and delivers a few rounds
+        return server.rss_bytes()
+    finally:
+        server.stop()
+
+
+def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
+        log: Callable[[str], None] = print) -> list[Figure]:
+    """RSS on an empty database and on the waiting enrolments."""
+    db_url = region.db_url
+    separate = sizes.memory_waiting > len(region.main_cohort)
+    if separate:
+        log(f"  memory: copying {sizes.memory_waiting:,} waiting patients")
+        template = _population.build_template(datetime.now(UTC) - timedelta(days=30), workdir)
+        db_url = scratch.new("memory")
+        _population.populate(db_url, template, sizes.memory_waiting, lambda _: timedelta(0))
+    empty = scratch.new("memory-empty")
+    waiting, some = _waiting(db_url)
+    log(f"  memory: serve with 0 and with {waiting:,} waiting enrolments")
+    base = _resident(empty, None, None)
+    full = _resident(db_url, some, f"Patient/{_population.patient_id(1)}")
+    per_enrolment = (full - base) / waiting if waiting else None
+    disk = (database_size(db_url) - database_size(empty)) / waiting if waiting else None
+    scratch.drop(empty)
+    if separate:
+        scratch.drop(db_url)
+    return [Figure(
+        "4. Memory", "process memory per waiting enrolment, bytes (RSS growth)", per_enrolment, "B",
+        f"≤ {TARGET_BYTES:,} B", per_enrolment is not None and per_enrolment <= TARGET_BYTES, higher_is_better=False,
+        baselines=[Baseline("database on disk per waiting enrolment (reference)", disk, "")],
+        note=f"`zorgpad serve` RSS {base / 2**20:.1f} MiB with 0, {full / 2**20:.1f} MiB with {waiting:,} waiting; "
+             "the engine holds no per-enrolment objects (state is rows), growth is caches")]

@@ -1,0 +1,152 @@
+"""Benchmark 2: firing due reminders, each rendered with its outbox row.
+
+Two runs on the region's timers (``pending_timers`` in all):
+
+* **Lateness.** The lateness cohort's reminders are re-timed to fall, evenly spread, in a window that starts
+  two seconds from now (the arrival rate of the issue's minute); a ticker then runs Engine.tick's own batch
+  loop (:func:`zorgpad.engine.timers.fire_batch`, 200 per transaction) on the real clock, pausing 50 ms
+  when nothing is due. Each batch's commit time is recorded, so each reminder's lateness (commit - due) is
+  known: batches fire the oldest due timers first.
+* **Outage.** Nothing ticked for ten minutes around the main cohort's minute (``remind_at``); the first tick
+  after it fires the backlog. Time-boxed; afterwards every reminder that was due is either fired (with its
+  Communication and outbox row) or still pending: none may be lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, update
+from sqlmodel import col, select
+from zorgpad.engine.registry import Registry
+from zorgpad.engine.store.db import Database
+from zorgpad.engine.store.tables import OutboxItem, StoredResource, Timer
+from zorgpad.engine.timers import fire_batch
+
+from bench import _naive
+from bench._common import Baseline, Figure, Scratch, Sizes, WriteCounter, percentile
+from bench._region import Region
+from bench.baselines.floor import Floor
+
+TARGET_RATE = 20_000.0
+TARGET_P99 = 1.0
+BATCH = 200
+
+
+def _count(database: Database, query: object) -> int:
+    return int(database.run(lambda s: s.exec(query).one()))  # type: ignore[call-overload]
+
+
+def _lateness(database: Database, registry: Registry, cohort: list[str], window: float,
+              cap: float) -> tuple[list[float], int]:
+    """Lateness of each fired reminder of the cohort, and how many were still unfired at the cap."""
+    start = datetime.now(UTC) + timedelta(seconds=2)
+    timers = database.run(lambda s: list(s.exec(
+        select(Timer.id).where(col(Timer.enrolment_id).in_(cohort), Timer.kind == "remind")
+        .order_by(Timer.enrolment_id)).all()))
+    due = [start + timedelta(seconds=i * window / max(1, len(timers))) for i in range(len(timers))]
+
+    def retime(session: object) -> None:
+        for timer_id, moment in zip(timers, due, strict=True):
+            session.execute(update(Timer).where(col(Timer.id) == timer_id).values(due_at=moment))  # type: ignore[attr-defined]
+
+    database.run(retime)
+    commits: list[tuple[datetime, int]] = []
+    fired = 0
+    deadline = start + timedelta(seconds=window + cap)
+    while fired < len(timers) and datetime.now(UTC) < deadline:
+        count = database.run(lambda s: fire_batch(s, registry, datetime.now(UTC), BATCH, database.is_postgresql))
+        if count:
+            fired += count
+            commits.append((datetime.now(UTC), fired))
+        else:
+            time.sleep(0.05)
+    lateness: list[float] = []
+    position = 0
+    for moment, total in commits:
+        while position < min(total, len(due)):
+            lateness.append((moment - due[position]).total_seconds())
+            position += 1
+    return lateness, len(timers) - position
+
+
+def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
+        log: Callable[[str], None] = print) -> list[Figure]:
+    """Measure lateness, then the burst after the outage, then the baselines."""
+    registry = Registry.default()
+    database = Database(region.db_url)
+    figures: list[Figure] = []
+    try:
+        pending = _count(database, select(func.count()).select_from(Timer))
+        log(f"  timers: lateness run, {len(region.lateness_cohort):,} reminders over {sizes.lateness_window:.0f} s")
+        lateness, unfired = _lateness(database, registry, region.lateness_cohort, sizes.lateness_window,
+                                      sizes.timer_seconds)
+
+        outage_end = region.remind_at + timedelta(minutes=10)
+        due_query = select(func.count()).select_from(Timer).where(Timer.kind == "remind",
+                                                                  col(Timer.due_at) <= outage_end)
+        due_before = _count(database, due_query)
+        in_minute = _count(database, select(func.count()).select_from(Timer).where(
+            Timer.kind == "remind", col(Timer.due_at) >= region.remind_at,
+            col(Timer.due_at) < region.remind_at + timedelta(minutes=1)))
+        communications = select(func.count()).select_from(StoredResource).where(
+            StoredResource.resource_type == "Communication")
+        outbox = select(func.count()).select_from(OutboxItem)
+        communications_before, outbox_before = _count(database, communications), _count(database, outbox)
+        log(f"  timers: outage run, {due_before:,} reminders due ({in_minute:,} in one minute), "
+            f"{pending:,} pending, up to {sizes.timer_seconds:.0f} s")
+        counter = WriteCounter(database.engine)
+        fired = 0
+        with counter.counting():
+            started = time.perf_counter()
+            while time.perf_counter() - started < sizes.timer_seconds:
+                count = database.run(lambda s: fire_batch(s, registry, outage_end, BATCH, database.is_postgresql))
+                if count == 0:
+                    break
+                fired += count
+            seconds = time.perf_counter() - started
+        still_due = _count(database, due_query)
+        sent = _count(database, communications) - communications_before
+        queued = _count(database, outbox) - outbox_before
+    finally:
+        database.dispose()
+    lost = due_before - fired - still_due
+    rate = fired / seconds if seconds else None
+
+    floor = Floor(region.db_url)
+    try:
+        floor_seconds, floor_rows = floor.write(counter.written())
+    finally:
+        floor.close()
+    naive = {}
+    for module in _naive.NAIVE:
+        log(f"  timers: {module} with {sizes.naive_pending:,} pending, {sizes.naive_due:,} due")
+        naive[module] = _naive.run(module, "reminders", {
+            "pending": sizes.naive_pending, "due": sizes.naive_due,
+            "db_url": scratch.new(f"naive-{module}-timers", migrated=False), "workdir": str(workdir)},
+            timeout=max(120.0, sizes.timer_seconds * 6))
+    baselines = [Baseline("raw database floor", fired / floor_seconds if floor_seconds else None,
+                          f"{floor_rows:,} rows in {floor_seconds:.2f} s")]
+    baselines += [_naive.baseline(module, result) for module, result in naive.items()]
+    figures.append(Figure(
+        "2. Timers", "reminders fired/s after a 10-minute outage (rendered, with outbox row)", rate, "/s",
+        f"≥ {TARGET_RATE:,.0f}/s", rate is not None and rate >= TARGET_RATE, baselines=baselines,
+        note=f"{fired:,} of {due_before:,} due fired in {seconds:.1f} s ({still_due:,} still pending at the time "
+             f"box); {pending:,} timers pending; {sent:,} Communications, {queued:,} outbox rows written"))
+    figures.append(Figure(
+        "2. Timers", "reminders lost after the outage", float(lost), "", "0", lost == 0, higher_is_better=False,
+        baselines=[], note="due before - fired - still pending (exactly-once: a timer is deleted with its effects)"))
+    p99 = percentile(lateness, 0.99)
+    if unfired:
+        p99 = max(p99 or 0.0, sizes.lateness_window + sizes.timer_seconds)
+    naive_lateness = [_naive.baseline(module, result, "p99_lateness_s") for module, result in naive.items()]
+    figures.append(Figure(
+        "2. Timers", "p99 reminder lateness, s (ticking continuously)", p99, "s", f"≤ {TARGET_P99:.0f} s",
+        p99 is not None and not unfired and p99 <= TARGET_P99, higher_is_better=False, baselines=naive_lateness,
+        note=f"{len(lateness):,} reminders due over {sizes.lateness_window:.0f} s at the minute's arrival rate; "
+             f"p50 {percentile(lateness, 0.5) or 0:.2f} s; {unfired:,} not fired within "
+             f"{sizes.timer_seconds:.0f} s after the window (counted as at least that late)"))
+    return figures

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # PostgreSQL for the second test pass (trust auth on this machine kind); the tests make a scratch database.
 TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: demo test lint typecheck test-sqlite test-postgres serve lock clean docs browser
+.PHONY: demo test lint typecheck test-sqlite test-postgres serve lock clean docs browser compose
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,15 @@ typecheck: $(STAMP)
 browser:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
 
-test-sqlite: $(STAMP) browser
+# Where the Docker CLI has no compose plugin, Debian's docker-compose validates docker/compose.yaml in the tests.
+compose:
+	! command -v docker >/dev/null || docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null \
+	  || (apt-get update && apt-get install -y --no-install-recommends docker-compose)
+
+test-sqlite: $(STAMP) browser compose
 	$(BIN)/pytest --db sqlite
 
-test-postgres: $(STAMP) browser
+test-postgres: $(STAMP) browser compose
 	$(BIN)/pytest --db $(TEST_POSTGRES_URL)
 
 # Lint, types, then the whole suite once on SQLite and once on PostgreSQL.

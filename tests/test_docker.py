@@ -1,7 +1,8 @@
 """docker/: the compose file is valid and has the services the scale-out set-up promises.
 
-``docker compose config`` validates it when the Docker CLI and its compose plugin are installed (no
-Docker engine is needed, and none is started); the structure is checked with a YAML parser always.
+Where the Docker CLI is installed, ``config`` of its compose plugin (``docker compose``) or, without the
+plugin, of Debian's ``docker-compose`` (which ``make compose`` installs next to the CLI) validates the
+file; no Docker engine is needed, and none is started. The structure is checked with a YAML parser always.
 """
 
 from __future__ import annotations
@@ -20,11 +21,15 @@ COMPOSE = REPO / "docker" / "compose.yaml"
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 
 
-def _compose_available() -> bool:
+def _compose_command() -> list[str] | None:
+    """``docker compose``, else ``docker-compose``; None without the Docker CLI."""
     if shutil.which("docker") is None:
-        return False
-    return subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30,
-                          check=False).returncode == 0
+        return None
+    if subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=30, check=False).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose") is not None:
+        return ["docker-compose"]
+    pytest.fail("the Docker CLI is installed but neither `docker compose` nor `docker-compose` (run `make compose`)")
 
 
 def _services() -> dict[str, Any]:
@@ -34,13 +39,29 @@ def _services() -> dict[str, Any]:
 class TestComposeFile:
     """docker/compose.yaml."""
 
-    @pytest.mark.skipif(not _compose_available(), reason="the docker CLI with its compose plugin is not installed")
+    @pytest.mark.skipif(shutil.which("docker") is None, reason="the Docker CLI is not installed")
     def test_docker_compose_config_accepts_the_file(self) -> None:
-        """`docker compose -f docker/compose.yaml config` exits 0."""
-        result = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"], cwd=REPO,
-                                capture_output=True, text=True, timeout=60, check=False)
+        """`docker compose -p zorgpad -f docker/compose.yaml config` exits 0 and resolves all six services."""
+        command = _compose_command()
+        assert command is not None
+        result = subprocess.run([*command, "-p", "zorgpad", "-f", str(COMPOSE), "config", "--services"],
+                                cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
 
         assert 0 == result.returncode, result.stderr
+        assert {"postgres", "prefect", "migrate", "api", "worker-1", "worker-2"} == set(result.stdout.split())
+
+    def test_an_invalid_file_is_refused_by_the_same_check(self, tmp_path: Path) -> None:
+        """The check can fail: a service with an unknown key is refused."""
+        command = _compose_command()
+        if command is None:
+            pytest.skip("the Docker CLI is not installed")
+        broken = tmp_path / "compose.yaml"
+        broken.write_text("services:\n  api:\n    image: zorgpad:0.1.0\n    restart_policy_typo: always\n")
+        result = subprocess.run([*command, "-f", str(broken), "config", "--quiet"], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60, check=False)
+
+        assert 0 != result.returncode
+        assert "restart_policy_typo" in result.stderr
 
     def test_it_runs_postgresql_a_prefect_server_the_api_and_two_workers(self) -> None:
         """The five long-running services are there, and the workers run `zorgpad worker`."""

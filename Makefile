@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # PostgreSQL for the second test pass (trust auth on this machine kind); the tests make a scratch database.
 TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: demo test lint typecheck test-sqlite test-postgres serve lock clean docs browser compose
+.PHONY: demo test lint typecheck test-sqlite test-postgres serve lock clean docs browser bench bench-full compose
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,16 @@ test: lint typecheck test-sqlite test-postgres
 # After changing a pathway on purpose: redraw the diagrams in docs/pathways.md and rewrite the golden exports.
 docs: $(STAMP)
 	$(BIN)/python docs/regenerate.py
+
+# Issue #7's benchmarks beside their baselines, written to docs/benchmarks.md: reduced sizes (a few minutes)
+# or the full sizes (hours). BENCH_DB=postgresql://… runs them on PostgreSQL.
+BENCH_DB ?= sqlite
+
+bench: $(STAMP)
+	$(BIN)/python -m bench --db $(BENCH_DB)
+
+bench-full: $(STAMP)
+	$(BIN)/python -m bench --full --db $(BENCH_DB)
 
 # Re-resolve the pinned set after changing dependencies in pyproject.toml.
 lock:

@@ -8,6 +8,7 @@ markdown report.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import tempfile
@@ -37,18 +38,24 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--db", default="sqlite", help="sqlite (files in a scratch folder) or a postgresql:// URL "
                         "whose server gets scratch databases")
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"), help="where to write the report")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive-design baselines (shown as n/a)")
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a new temporary one)")
     return parser.parse_args(argv)
 
 
+_START = time.perf_counter()
+
+
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(f"[{time.perf_counter() - _START:6.1f} s] {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run everything; return the exit status (1 when a benchmark crashed)."""
     arguments = _arguments(argv)
     sizes: Sizes = FULL if arguments.full else TINY if arguments.tiny else REDUCED
+    if arguments.no_naive:
+        sizes = dataclasses.replace(sizes, naive=False)
     workdir = Path(arguments.workdir or tempfile.mkdtemp(prefix="zorgpad-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     scratch = Scratch(arguments.db, workdir)

@@ -54,18 +54,23 @@ class Sizes:
     naive_patients: int
     naive_pending: int
     naive_due: int
+    #: Seconds a server runs before its memory is read (the embedded runner ticks meanwhile).
+    warm_up: float = 3.0
+    #: Whether to run the naive-design baselines (off: shown as "n/a (skipped)"), and their time limit each.
+    naive: bool = True
+    naive_timeout: float = 90.0
 
 
-TINY = Sizes("tiny", patients=200, pending_timers=1_000, transition_patients=10, transition_seconds=5,
-             timer_seconds=10, lateness_window=1, latency_rate=20, latency_seconds=2, memory_waiting=200,
-             synthea_bundles=1, naive_patients=10, naive_pending=50, naive_due=10)
+TINY = Sizes("tiny", patients=200, pending_timers=1_000, transition_patients=5, transition_seconds=1,
+             timer_seconds=2, lateness_window=1, latency_rate=10, latency_seconds=1, memory_waiting=200,
+             synthea_bundles=1, naive_patients=10, naive_pending=50, naive_due=10, warm_up=0.5)
 REDUCED = Sizes("reduced", patients=10_000, pending_timers=100_000, transition_patients=2_000,
                 transition_seconds=20, timer_seconds=25, lateness_window=6, latency_rate=200, latency_seconds=30,
                 memory_waiting=10_000, synthea_bundles=0, naive_patients=500, naive_pending=5_000, naive_due=500)
 FULL = Sizes("full", patients=100_000, pending_timers=1_000_000, transition_patients=100_000,
              transition_seconds=600, timer_seconds=3_600, lateness_window=60, latency_rate=200, latency_seconds=300,
              memory_waiting=1_000_000, synthea_bundles=0, naive_patients=100_000, naive_pending=1_000_000,
-             naive_due=100_000)
+             naive_due=100_000, naive_timeout=4 * 3600.0)
 
 
 @dataclass

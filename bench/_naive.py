@@ -18,8 +18,11 @@ NAIVE = {"naive_prefect": "naive Prefect (a flow run per step; Scheduled flow ru
          "naive_apscheduler": "naive APScheduler (a job per reminder, SQLAlchemy job store)"}
 
 
-def run(module: str, function: str, arguments: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+def run(module: str, function: str, arguments: dict[str, Any], *, timeout: float, skip: bool = False
+        ) -> dict[str, Any]:
     """``bench.baselines.<module>.<function>(**arguments)`` in a child process: its result, or an error."""
+    if skip:
+        return {"error": "skipped"}
     if not (REPO / "bench" / "baselines" / f"{module}.py").exists():
         return {"error": "not built"}
     command = [sys.executable, "-m", "bench._naive", module, function, json.dumps(arguments)]

@@ -214,8 +214,8 @@ def populate(db_url: str, template: Template, count: int, shift: Callable[[int],
     processors: dict[str, list[Callable[[Any], Any] | None]] = {}
     for name, columns in template.columns.items():
         table = by_name[name]
-        statements[name] = (f"INSERT INTO {quote(name)} ({', '.join(quote(c) for c in columns)}) "
-                            f"VALUES ({', '.join([marker] * len(columns))})")  # noqa: S608 - names from our own metadata
+        names, markers = ", ".join(quote(c) for c in columns), ", ".join([marker] * len(columns))
+        statements[name] = f"INSERT INTO {quote(name)} ({names}) VALUES ({markers})"  # noqa: S608 - our own table names
         json_columns = _json_columns(table)
         # JSON is already text; every other column goes through the dialect's own bind processing.
         processors[name] = [None if c in json_columns else table.c[c].type._cached_bind_processor(dialect)

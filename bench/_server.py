@@ -76,21 +76,34 @@ class Server:
 
 def start(db_url: str, *, tick_interval: float = 0) -> Server:
     """Start `zorgpad serve` on a free port with the registered pathways and wait for /healthz."""
+    return start_many([db_url], tick_interval=tick_interval)[0]
+
+
+def start_many(db_urls: list[str], *, tick_interval: float = 0) -> list[Server]:
+    """Start one `zorgpad serve` per database at once (start-up is mostly imports) and wait for all."""
+    launched = [_launch(url, tick_interval) for url in db_urls]
+    return [_wait(*item) for item in launched]
+
+
+def _launch(db_url: str, tick_interval: float) -> tuple[str, str, subprocess.Popen[bytes], Path]:
     port = _free_port()
     args = [str(ZORGPAD), "serve", "--port", str(port), "--db", db_url, "--tick-interval", str(tick_interval)]
     # Output goes to a file: a pipe nobody reads fills up and freezes the server.
     log = tempfile.NamedTemporaryFile(prefix="zorgpad-bench-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(args, cwd=REPO, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
     log.close()
-    base = f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", db_url, process, Path(log.name)
+
+
+def _wait(base: str, db_url: str, process: subprocess.Popen[bytes], log: Path) -> Server:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"zorgpad serve exited with {process.returncode}: "
-                               f"{Path(log.name).read_text(errors='replace')[-2000:]}")
+                               f"{log.read_text(errors='replace')[-2000:]}")
         try:
             if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return Server(base, db_url, process, Path(log.name))
+                return Server(base, db_url, process, log)
         except httpx.TransportError:
             pass
         time.sleep(0.1)

@@ -39,20 +39,21 @@ def _waiting(db_url: str) -> tuple[int, str | None]:
         database.dispose()
 
 
-def _resident(db_url: str, enrolment_id: str | None, patient: str | None) -> int:
-    """RSS of a warmed-up server on this database."""
-    server = _server.start(db_url, tick_interval=1)
+def _resident(db_urls: list[str], enrolment_id: str | None, patient: str, warm_up: float) -> list[int]:
+    """RSS of a warmed-up server on each database (started together, warmed up the same way)."""
+    servers = _server.start_many(db_urls, tick_interval=1)
     try:
-        headers = server.headers(server.token())
-        with httpx.Client(base_url=server.fhir, headers=headers, timeout=60) as client:
-            client.get("metadata")
-            if enrolment_id is not None:
-                client.get(f"CarePlan/{enrolment_id}")
-            client.get("Task", params={"patient": patient or "Patient/none", "_count": "50"})
-        time.sleep(3)  # the embedded runner ticks and delivers a few rounds
-        return server.rss_bytes()
+        for server in servers:
+            with httpx.Client(base_url=server.fhir, headers=server.headers(server.token()), timeout=60) as client:
+                client.get("metadata")
+                if enrolment_id is not None:
+                    client.get(f"CarePlan/{enrolment_id}")
+                client.get("Task", params={"patient": patient, "_count": "50"})
+        time.sleep(warm_up)  # the embedded runner ticks and delivers a few rounds
+        return [server.rss_bytes() for server in servers]
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
 
 
 def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
@@ -68,8 +69,7 @@ def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
     empty = scratch.new("memory-empty")
     waiting, some = _waiting(db_url)
     log(f"  memory: serve with 0 and with {waiting:,} waiting enrolments")
-    base = _resident(empty, None, None)
-    full = _resident(db_url, some, f"Patient/{_population.patient_id(1)}")
+    base, full = _resident([empty, db_url], some, f"Patient/{_population.patient_id(1)}", sizes.warm_up)
     per_enrolment = (full - base) / waiting if waiting else None
     disk = (database_size(db_url) - database_size(empty)) / waiting if waiting else None
     scratch.drop(empty)

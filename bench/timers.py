@@ -126,8 +126,9 @@ def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
         log(f"  timers: {module} with {sizes.naive_pending:,} pending, {sizes.naive_due:,} due")
         naive[module] = _naive.run(module, "reminders", {
             "pending": sizes.naive_pending, "due": sizes.naive_due,
-            "db_url": scratch.new(f"naive-{module}-timers", migrated=False), "workdir": str(workdir)},
-            timeout=max(120.0, sizes.timer_seconds * 6))
+            "db_url": scratch.new(f"naive-{module}-timers", migrated=False) if sizes.naive else "",
+            "workdir": str(workdir)},
+            timeout=sizes.naive_timeout, skip=not sizes.naive)
     baselines = [Baseline("raw database floor", fired / floor_seconds if floor_seconds else None,
                           f"{floor_rows:,} rows in {floor_seconds:.2f} s")]
     baselines += [_naive.baseline(module, result) for module, result in naive.items()]

@@ -54,8 +54,9 @@ def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
     for module in _naive.NAIVE:
         log(f"  transitions: {module} with {sizes.naive_patients:,} patients")
         naive[module] = _naive.run(module, "transitions", {
-            "patients": sizes.naive_patients, "db_url": scratch.new(f"naive-{module}", migrated=False),
-            "workdir": str(workdir)}, timeout=max(120.0, sizes.transition_seconds * 6))
+            "patients": sizes.naive_patients,
+            "db_url": scratch.new(f"naive-{module}", migrated=False) if sizes.naive else "",
+            "workdir": str(workdir)}, timeout=sizes.naive_timeout, skip=not sizes.naive)
     figures = []
     for mode in modes:
         synchronous = "NORMAL" if mode == "postgresql" else mode

@@ -1,0 +1,54 @@
+"""The benchmark harness (bench/, `make bench`) runs end to end at tiny sizes and writes a complete table.
+
+Shape only: speed numbers never go in the unit tests.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS = ("1. Pathway transitions", "2. Timers", "3. Event-to-handover latency", "4. Memory", "5. FHIR ingest")
+
+
+def _table(report: str) -> list[list[str]]:
+    """The cells of the results table's body rows."""
+    lines = report.split("## Results", 1)[1].split("\n## ", 1)[0].splitlines()
+    rows = [line for line in lines if line.startswith("|")]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
+
+
+@pytest.mark.slow
+class TestBenchHarness:
+    """`python -m bench --tiny` on the database chosen with --db."""
+
+    def test_the_report_has_every_benchmark_with_a_numeric_ratio(self, db_option: str, tmp_path: Path) -> None:
+        """Each of the five benchmarks has a row, and each has at least one numeric ours/baseline ratio."""
+        out = tmp_path / "benchmarks.md"
+        done = subprocess.run([sys.executable, "-m", "bench", "--tiny", "--no-naive", "--db", db_option,
+                               "--out", str(out), "--workdir", str(tmp_path / "work")],
+                              cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+
+        assert 0 == done.returncode, done.stderr[-3000:]
+        report = out.read_text()
+        rows = _table(report)
+        header = report.split("## Results", 1)[1].splitlines()[2]
+        assert "ours / baseline" in header
+        ratio_column = [c.strip() for c in header.strip("|").split("|")].index("ours / baseline")
+        benchmark = ""
+        ratios: dict[str, list[float]] = {}
+        for row in rows:
+            benchmark = row[0] or benchmark
+            try:
+                ratios.setdefault(benchmark, []).append(float(row[ratio_column]))
+            except ValueError:
+                ratios.setdefault(benchmark, [])
+        assert list(BENCHMARKS) == sorted(ratios)
+        assert all(ratios[name] for name in BENCHMARKS), ratios
+        assert "Machine and settings" in report
+        assert "naive Prefect" in report
+        assert "naive APScheduler" in report

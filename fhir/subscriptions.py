@@ -59,8 +59,9 @@ from zorgpad.engine.store.search_params import params_for
 from zorgpad.engine.store.tables import OutboxItem, ResourceVersion, SearchToken, StoredResource
 from zorgpad.fhir.access import OWNER_TAG_SYSTEM, Principal, Scope
 from zorgpad.fhir.capabilities import RESOURCE_TYPES
+from zorgpad.fhir.handovers import HandoverNotices
 from zorgpad.fhir.outcomes import FHIRError
-from zorgpad.fhir.transports import HTTPSender, NotifiedPull
+from zorgpad.fhir.transports import HTTPSender
 
 JSON = dict[str, Any]
 
@@ -437,7 +438,7 @@ class RestHook:
 # -- wiring -----------------------------------------------------------------------------------------
 
 def install(engine: Engine, *, sender: HTTPSender | None = None, base_url: str | None = None) -> None:
-    """Wire Subscriptions and notified pull into ``engine``: the resource listener and the ``rest-hook``
+    """Wire Subscriptions and handover notices into ``engine``: the resource listener and the ``rest-hook``
     and ``notify`` channels. Installing twice changes nothing more."""
     if queue_notifications not in engine.db.resource_listeners:
         engine.db.resource_listeners.append(queue_notifications)
@@ -446,6 +447,6 @@ def install(engine: Engine, *, sender: HTTPSender | None = None, base_url: str |
     transports = engine.outbox.transports
     transports[REST_HOOK_CHANNEL] = RestHook(engine.db, sender, base)
     local = transports.get(NOTIFY_CHANNEL)
-    if isinstance(local, NotifiedPull):
+    if isinstance(local, HandoverNotices):
         local = local.local
-    transports[NOTIFY_CHANNEL] = NotifiedPull(engine.db, sender, local)
+    transports[NOTIFY_CHANNEL] = HandoverNotices(engine.db, sender, local, base)

@@ -29,8 +29,9 @@ from zorgpad.engine.store.db import Database
 from zorgpad.engine.store.resources import put_resource
 from zorgpad.engine.store.tables import AuditEntry, OutboxItem
 from zorgpad.engine.store.tokens import create_token
+from zorgpad.fhir.handovers import NOTIFIED_PULL
 from zorgpad.fhir.subscriptions import install
-from zorgpad.fhir.transports import NOTIFIED_PULL, HTTPSender
+from zorgpad.fhir.transports import HTTPSender
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 #: The client's timeout: a hanging partner costs this much real time per attempt.

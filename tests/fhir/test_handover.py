@@ -21,7 +21,7 @@ from zorgpad.engine.registry import load_file
 from zorgpad.engine.store.audit import Actor
 from zorgpad.engine.store.db import Database
 from zorgpad.engine.store.resources import put_resource
-from zorgpad.fhir.transports import CONNECTION_TYPE_SYSTEM, NOTIFIED_PULL, notification_addresses
+from zorgpad.fhir.handovers import CONNECTION_TYPE_SYSTEM, NOTIFIED_PULL, notification_addresses
 
 from tests.fhir.test_subscriptions import EXAMPLE, Receiver, deliver, outbox, subscribe, unique
 

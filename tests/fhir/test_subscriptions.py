@@ -14,7 +14,7 @@ import socket
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -54,11 +54,13 @@ class Received:
 
 @dataclass
 class Receiver:
-    """A partner's HTTP endpoint on a loopback port: records every request and answers ``status``."""
+    """A partner's HTTP endpoint on a loopback port: records every request and answers ``status``, with
+    the body ``reply`` makes of the request (FHIR JSON), or none."""
 
     port: int = 0
     status: int = 202
     requests: list[Received] = field(default_factory=list)
+    reply: Callable[[Received], bytes] | None = None
 
     def __post_init__(self) -> None:
         receiver = self
@@ -67,12 +69,16 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
+                received = Received(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
                 with receiver.lock:
-                    receiver.requests.append(Received(self.command, self.path,
-                                                      {k.lower(): v for k, v in self.headers.items()}, body))
+                    receiver.requests.append(received)
+                answer = receiver.reply(received) if receiver.reply is not None else b""
                 self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
+                if answer:
+                    self.send_header("Content-Type", "application/fhir+json")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -48,7 +48,7 @@ class Sizes:
     latency_seconds: float
     #: Waiting enrolments for the memory measurement.
     memory_waiting: int
-    #: Synthea bundles to post (0: all of them).
+    #: Synthea bundles to post, spread over the sizes (0: all of them).
     synthea_bundles: int
     #: Sizes handed to the naive baselines.
     naive_patients: int
@@ -65,8 +65,8 @@ TINY = Sizes("tiny", patients=200, pending_timers=1_000, transition_patients=5, 
              timer_seconds=2, lateness_window=1, latency_rate=10, latency_seconds=1, memory_waiting=200,
              synthea_bundles=1, naive_patients=10, naive_pending=50, naive_due=10, warm_up=0.5)
 REDUCED = Sizes("reduced", patients=10_000, pending_timers=100_000, transition_patients=2_000,
-                transition_seconds=20, timer_seconds=25, lateness_window=6, latency_rate=200, latency_seconds=30,
-                memory_waiting=10_000, synthea_bundles=0, naive_patients=500, naive_pending=5_000, naive_due=500)
+                transition_seconds=15, timer_seconds=20, lateness_window=6, latency_rate=200, latency_seconds=30,
+                memory_waiting=10_000, synthea_bundles=4, naive_patients=500, naive_pending=5_000, naive_due=500)
 FULL = Sizes("full", patients=100_000, pending_timers=1_000_000, transition_patients=100_000,
              transition_seconds=600, timer_seconds=3_600, lateness_window=60, latency_rate=200, latency_seconds=300,
              memory_waiting=1_000_000, synthea_bundles=0, naive_patients=100_000, naive_pending=1_000_000,

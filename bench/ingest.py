@@ -49,8 +49,9 @@ def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
         log: Callable[[str], None] = print) -> list[Figure]:
     """Post every bundle; then the floor."""
     files = sorted(SYNTHEA.glob("*.json"))
-    if sizes.synthea_bundles:  # the smallest ones
-        files = sorted(files, key=lambda f: f.stat().st_size)[:sizes.synthea_bundles]
+    if sizes.synthea_bundles:  # evenly spread from the smallest up
+        by_size = sorted(files, key=lambda f: f.stat().st_size)
+        files = [by_size[i * len(by_size) // sizes.synthea_bundles] for i in range(sizes.synthea_bundles)]
     bodies = [json.dumps(_transaction(json.loads(f.read_text()))).encode() for f in files]
     entries = [len(json.loads(b)["entry"]) for b in bodies]
     db_url = scratch.new("ingest")

@@ -2,8 +2,8 @@
 
 Three flows, each with retries: :func:`tick_flow` fires the due timers, :func:`deliver_flow` flushes the
 outbox, :func:`ingest_flow` takes in a FHIR Bundle file. ``zorgpad worker`` serves all three as
-deployments against the Prefect server at ``$PREFECT_API_URL`` and runs tick and deliver every interval
-(see :func:`serve_worker`).
+deployments against the Prefect server at ``$PREFECT_API_URL``; tick and deliver run on an interval
+schedule kept by that server (see :func:`serve_worker`).
 
 Several workers may run the same deployments: Prefect gives each scheduled run to one of them, and even
 when two runs overlap (a retry, a late run, a worker of another machine) nothing happens twice, because
@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import threading
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +31,11 @@ from zorgpad.engine.registry import Registry, load_file
 from zorgpad.engine.runtime import Engine
 from zorgpad.engine.store.db import Database
 
-logger = logging.getLogger(__name__)
-
 #: Attempts after a failed run (a database restart, a network blip) before Prefect marks it failed.
 RETRIES = 3
 RETRY_DELAY_SECONDS = 10
+#: Flow runs one worker runs at once (each is a process of its own).
+CONCURRENT_RUNS = 3
 #: Resources a bulk-ingest task writes per transaction batch (one Prefect task run per chunk).
 CHUNK = 200
 
@@ -119,55 +117,25 @@ def ingest_flow(path: str, files: list[str] | None = None) -> int:
     return count
 
 
-#: The deployments a worker triggers every interval, as ``flow-name/deployment-name``.
-SCHEDULED = ("zorgpad-tick/tick", "zorgpad-deliver/deliver")
-
-
-def trigger_due_runs(client: Any, interval: timedelta, moment: datetime) -> list[str]:
-    """Create this interval slot's run of each scheduled deployment, once however many workers ask.
-
-    The run's idempotency key is the deployment and the slot number (``moment`` divided by
-    ``interval``): Prefect answers a second create with the same key with the run already made.
-    """
-    slot = int(moment.timestamp() // interval.total_seconds())
-    made = []
-    for name in SCHEDULED:
-        deployment = client.read_deployment_by_name(name)
-        run = client.create_flow_run_from_deployment(deployment.id, idempotency_key=f"{name}@{slot}")
-        made.append(str(run.id))
-    return made
-
-
-def _trigger_forever(interval: timedelta, stop: threading.Event) -> None:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        while not stop.is_set():
-            try:
-                trigger_due_runs(client, interval, datetime.now(UTC))
-            except Exception as exc:  # the server restarting, deployments not registered yet: next slot
-                logger.warning("could not trigger Zorgpad runs: %s: %s", type(exc).__name__, exc)
-            stop.wait(interval.total_seconds())
+def deployments(interval: timedelta, files: Sequence[str]) -> list[RunnerDeployment]:
+    """The worker's deployments: tick and deliver on an ``interval`` schedule, ingest on demand."""
+    parameters: dict[str, Any] = {"files": [str(Path(f).resolve()) for f in files]}
+    made = [tick_flow.to_deployment(name="tick", interval=interval, parameters=parameters),
+            deliver_flow.to_deployment(name="deliver", interval=interval, parameters=parameters),
+            ingest_flow.to_deployment(name="ingest", parameters=parameters)]
+    # to_deployment is typed sync-or-async; called outside an event loop it returns the deployment.
+    return [d for d in made if isinstance(d, RunnerDeployment)]
 
 
 def serve_worker(interval: timedelta, files: Sequence[str]) -> None:
-    """Serve the tick, deliver and ingest flows as deployments, and run tick and deliver every
-    ``interval`` (blocks until stopped).
+    """Serve the tick, deliver and ingest flows as deployments (blocks until stopped).
 
-    The worker triggers the runs itself, one per interval slot and deployment, deduplicated across
-    workers by Prefect's idempotency key, rather than through deployment schedules: the scheduler
-    service of Prefect 3.8.8 fails to insert scheduled runs under SQLAlchemy 2.1 (the pinned set), and a
-    worker-side trigger also keeps running when that service is behind.
+    Tick and deliver carry an interval schedule: the Prefect server's scheduler creates their runs, and
+    every worker serving the same deployments polls for them; a run is started by the one worker whose
+    claim (the move to Pending) the server accepts. Workers on several machines may serve the same
+    deployments; the last one to start sets the interval. A worker runs at most :data:`CONCURRENT_RUNS`
+    flow runs at a time (a slow tick leaves the next runs to other workers, or to later), and stopping
+    one worker leaves the schedules running for the others (``pause_on_shutdown=False``).
     """
-    parameters: dict[str, Any] = {"files": [str(Path(f).resolve()) for f in files]}
-    deployments = [tick_flow.to_deployment(name="tick", parameters=parameters),
-                   deliver_flow.to_deployment(name="deliver", parameters=parameters),
-                   ingest_flow.to_deployment(name="ingest", parameters=parameters)]
-    stop = threading.Event()
-    trigger = threading.Thread(target=_trigger_forever, args=(interval, stop), name="zorgpad-trigger", daemon=True)
-    trigger.start()
-    try:
-        # to_deployment is typed sync-or-async; called outside an event loop it returns the deployment.
-        serve(*[d for d in deployments if isinstance(d, RunnerDeployment)], print_starting_message=True)
-    finally:
-        stop.set()
+    serve(*deployments(interval, files), limit=CONCURRENT_RUNS, pause_on_shutdown=False,
+          print_starting_message=True)

@@ -37,6 +37,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import httpx
@@ -121,8 +122,8 @@ def handover_message(session: Session, item: OutboxItem, destination: str, base_
     """The FHIR message Bundle of the handover notice ``item`` for the endpoint at ``destination``."""
     payload = item.payload
     entries: list[dict[str, Any]] = []
-    for reference in (payload.get("task"), payload.get("communication"), payload.get("patient")):
-        rtype, _, rid = str(reference or "").partition("/")
+    for reference in (str(payload.get(key) or "") for key in ("task", "communication", "patient")):
+        rtype, _, rid = reference.partition("/")
         stored = get_resource(session, rtype, rid) if rtype and rid else None
         if stored is None or stored.deleted:
             raise DeliveryError(f"handover notice {item.idempotency_key}: {reference} does not exist",
@@ -202,8 +203,8 @@ class HandoverNotices:
             if endpoint.kind == "pull":
                 self.sender.post(f"{endpoint.address.rstrip('/')}/{task_id}", now, headers=headers)
                 continue
-            message = self.db.run(lambda session, e=endpoint: handover_message(session, item, e.address,
-                                                                               self.base_url, now))
+            message = self.db.run(partial(handover_message, item=item, destination=endpoint.address,
+                                          base_url=self.base_url, now=now))
             response = self.sender.post(endpoint.address, now, content=json.dumps(message).encode(),
                                         headers={**headers, "Content-Type": FHIR_JSON, "Accept": FHIR_JSON})
             check_response(response, message["entry"][0]["resource"]["id"])

@@ -8,7 +8,6 @@ The ingest flow is run as a plain call in a child process (Prefect then starts a
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
@@ -22,6 +21,7 @@ from typing import IO, Any
 
 import httpx
 import pytest
+from fault.seeding import seed_open_conversations
 from sqlmodel import col, func, select
 from zorgpad.engine._model import NoticeKind
 from zorgpad.engine._projection import communication_id
@@ -37,16 +37,6 @@ ENROLMENTS = 40  # x 3 due timers each
 WAIT = 75.0  # seconds for the server to start, and for the workers to finish the work
 
 pytestmark = pytest.mark.slow
-
-
-def _load_crash_safety() -> Any:
-    """The SIGKILL tests' module, for its fast seeding of open conversations with due timers."""
-    spec = importlib.util.spec_from_file_location("_crash_safety", Path(__file__).with_name("test_crash_safety.py"))
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _free_port() -> int:
@@ -158,8 +148,9 @@ class TestTwoPrefectWorkers:
 
     def test_every_due_timer_fires_exactly_once_and_every_notice_is_delivered_once(
             self, db: Database, db_url: str, prefect_server: PrefectServer) -> None:
-        """120 due timers: both workers tick on a schedule; each timer fires once and each notice arrives once."""
-        ids = _load_crash_safety()._seed_open_conversations(db, ENROLMENTS)
+        """120 due timers: both workers serve the scheduled tick and deliver deployments; each timer fires
+        once and each notice arrives once, in runs made by the Prefect server's scheduler."""
+        ids = seed_open_conversations(db, ENROLMENTS)
         total = 3 * len(ids)
         workers = [prefect_server.worker("worker-1", db_url), prefect_server.worker("worker-2", db_url)]
         deadline = time.monotonic() + WAIT
@@ -189,10 +180,10 @@ class TestTwoPrefectWorkers:
 
 
 def _completed_flows(server: PrefectServer) -> set[str]:
-    """Names of the flows with a completed run."""
+    """Names of the flows with a completed run that the Prefect server's scheduler made."""
     runs = httpx.post(f"{server.api}/flow_runs/filter", timeout=10, json={
         "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}).json()
-    flows = {r["flow_id"] for r in runs}
+    flows = {r["flow_id"] for r in runs if r["auto_scheduled"]}
     return {str(httpx.get(f"{server.api}/flows/{f}", timeout=10).json()["name"]) for f in flows}
 
 

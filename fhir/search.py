@@ -13,18 +13,19 @@ Supported:
 * a comma is OR, a repeated parameter is AND;
 * modifiers ``:not`` (token), ``:missing`` (all), ``:Type`` (reference); any other modifier is refused,
   because ignoring it would silently widen the result;
-* chains (``device.type=…``, ``reason-reference:Procedure.code=…``), also several links deep;
+* chains (``device.type=…``, ``reason-reference:Procedure.code=…``), up to three links deep, every link
+  but the last typed where its parameter may point to several types (``subject:Patient.organization.name``);
 * ``_count`` (default 50, at most 1000, 0 allowed), ``_offset``, ``_sort`` on ``_lastUpdated``/``_id``,
   ``_summary=count|data|false``, ``_elements``, ``_include`` (also ``Type:param:Target``, ``*`` and
   ``:iterate``) and ``_revinclude``.
 
-Chains test the linked resources without scoping them: the matches are still scoped, but a caller
-could learn whether a resource it sees points to one with some property. ``find`` (If-None-Exist) is
+Chains test only linked resources the caller may see. ``find`` (If-None-Exist) is
 always strict and does not audit (the create or the returned resource is what gets audited).
 
 Unknown parameters are ignored and reported in an OperationOutcome entry (``search.mode=outcome``);
 with ``Prefer: handling=strict`` they are a 400. Values that cannot be what the parameter needs
-(a date that is not a date, ``_count=abc``) are always a 400.
+(a date that is not a date, ``_count=abc``) are always a 400, and so is a search that asks too much:
+more than 100 parameters, or 100 comma-separated alternatives in one value (``too-costly``).
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ MAX_COUNT = 1000
 MAX_OFFSET = 2**31 - 1
 #: Served from elsewhere (the registry, the audit log): never rows of the resource table.
 VIRTUAL_TYPES = frozenset({"PlanDefinition", "AuditEvent"})
+#: Bounds on what one search may ask, so that no query grows beyond what the database can plan quickly
+#: (SQLite refuses expressions deeper than 1,000; untyped chains multiply the types they search).
+MAX_PARAMETERS = 100
+MAX_ALTERNATIVES = 100
+MAX_CHAIN_LINKS = 3
 #: Result parameters understood here besides :data:`capabilities.RESULT_PARAMS`.
 _IGNORED = frozenset({"_format", "_pretty", "_total"})
 #: Where a reference parameter can point, when a bare id or a chain does not say.
@@ -154,6 +160,9 @@ def _plan(ctx: FHIRContext, resource_type: str, params: Params, *, strict: bool)
                             code="not-supported")
         plan.ignored.append(f"{name}: {why}")
 
+    if len(params) > MAX_PARAMETERS:
+        raise FHIRError(400, f"a search may have at most {MAX_PARAMETERS} parameters (got {len(params)})",
+                        code="too-costly")
     for name, raw in params:
         value = raw.strip()
         if "\x00" in name or "\x00" in value:
@@ -182,6 +191,9 @@ def _result_param(ctx: FHIRContext, resource_type: str, plan: _Plan, name: str, 
     elif base == "_sort":
         keys = [k.strip() for k in value.split(",") if k.strip()]
         wrong = [k for k in keys if k.removeprefix("-") not in ("_lastUpdated", "_id")]
+        if not keys:
+            unknown(f"_sort={value}", "it names no sort key")
+            return
         if wrong:
             unknown(f"_sort={value}", f"sorting is supported on _lastUpdated and _id only (not {wrong[0]!r})")
             return
@@ -315,9 +327,18 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\([,|$\\])", r"\1", text)
 
 
+def _alternatives(value: str) -> list[str]:
+    """The comma-separated alternatives of a value, still escaped (at most :data:`MAX_ALTERNATIVES`)."""
+    parts = _split(value)
+    if len(parts) > MAX_ALTERNATIVES:
+        raise FHIRError(400, f"a search value may list at most {MAX_ALTERNATIVES} alternatives (got {len(parts)})",
+                        code="too-costly")
+    return parts
+
+
 def _values(value: str) -> list[str]:
     """The comma-separated alternatives of a value, unescaped."""
-    return [_unescape(v) for v in _split(value)]
+    return [_unescape(v) for v in _alternatives(value)]
 
 
 # -- tokens -------------------------------------------------------------------------------------------
@@ -330,7 +351,7 @@ def _token(resource_type: str, target: _Target, pname: str, modifier: str, name:
     row: Any = aliased(SearchToken)
     canonical = (resource_type, pname) in CANONICAL_PARAMS
     matches = []
-    for item in _split(value):
+    for item in _alternatives(value):
         if canonical:
             text = _unescape(item)
             exact = and_(col(row.system).is_(None), row.code == text)
@@ -405,13 +426,18 @@ def _chained(ctx: FHIRContext, resource_type: str, target: _Target, pname: str, 
     if modifier and modifier not in RESOURCE_TYPES:
         raise FHIRError(400, f"{pname}:{modifier}.{chain}: only a resource type may qualify a chained parameter",
                         code="not-supported")
+    name = f"{pname}{':' + modifier if modifier else ''}.{chain}"
+    if chain.count(".") + 1 > MAX_CHAIN_LINKS:
+        raise FHIRError(400, f"{name}: a chain may have at most {MAX_CHAIN_LINKS} links", code="too-costly")
     sub = chain.partition(".")[0].partition(":")[0]
     types = [modifier] if modifier else list(REFERENCE_TARGETS.get(pname) or
                                              sorted(t for t in RESOURCE_TYPES if t not in VIRTUAL_TYPES))
     types = [t for t in types if t not in VIRTUAL_TYPES and sub in search_params(t)]
+    if len(types) > 1 and "." in chain:
+        raise FHIRError(400, f"{name}: {pname!r} may point to {len(types)} resource types; name the type of every "
+                             f"link but the last ({pname}:{types[0]}.{chain})", code="too-costly")
     if not types:
-        unknown(f"{pname}{':' + modifier if modifier else ''}.{chain}",
-                f"no resource {pname!r} of {resource_type} can point to has a search parameter {sub!r}")
+        unknown(name, f"no resource {pname!r} of {resource_type} can point to has a search parameter {sub!r}")
         return None
     linked: Any = aliased(StoredResource)
     inner = _Target(linked.resource_type, linked.id, linked.last_updated)

@@ -6,6 +6,7 @@ and only the tests that say so add to it, under ids of their own.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -376,6 +377,49 @@ class TestChains:
     def test_chaining_a_token_parameter_is_a_400(self, world: World) -> None:
         """Only reference parameters can be chained."""
         assert 400 == world.admin.get("/Observation", params={"code.system": "x"}).status_code
+
+    def test_an_untyped_link_before_another_link_is_a_400_naming_the_fix(self, world: World) -> None:
+        """`subject.subject._id` would search every pair of types (found by the fuzz suite to hang the
+        server): the caller is asked to type the first link."""
+        response = world.admin.get("/Observation", params={"subject.subject._id": "x"})
+
+        assert (400, "too-costly") == (response.status_code, response.json()["issue"][0]["code"])
+        assert "subject:" in response.json()["issue"][0]["diagnostics"]
+
+    def test_more_than_three_links_is_a_400(self, world: World) -> None:
+        """Four links deep is refused, typed or not."""
+        response = world.admin.get("/Encounter", params={
+            "reason-reference:Procedure.patient:Patient.organization:Organization.partof._id": "x"})
+
+        assert (400, "too-costly") == (response.status_code, response.json()["issue"][0]["code"])
+
+
+class TestLimits:
+    """A search that asks too much is a 400 (too-costly), never a 5xx (found by the fuzz suite)."""
+
+    @pytest.mark.parametrize("params", [
+        {"date": ",".join(f"ge2020-01-{d:02}" for d in range(1, 29)) * 5},
+        {"code": ",".join(f"http://loinc.org|{n}" for n in range(101))},
+        [("code", f"http://loinc.org|{n}") for n in range(101)],
+    ], ids=["140 alternative dates", "101 alternative codes", "101 parameters"])
+    def test_too_many_alternatives_or_parameters(self, world: World, params: Any) -> None:
+        """At most 100 alternatives in a value and 100 parameters in a search."""
+        response = world.admin.get("/Observation", params=params)
+
+        assert (400, "too-costly") == (response.status_code, response.json()["issue"][0]["code"])
+
+    def test_a_hundred_alternatives_are_fine(self, world: World) -> None:
+        """The limit itself is allowed."""
+        assert obs(1) == world.found("/Observation", {"_id": ",".join(["obs-1", *[f"none-{n}" for n in range(99)]])})
+
+    def test_a_sort_without_keys_is_ignored_and_reported(self, world: World) -> None:
+        """`_sort=,` names no key: lenient search reports it; strict search refuses it."""
+        lenient = world.admin.get("/Observation", params={"_id": "obs-1", "_sort": ","})
+        strict = world.admin.get("/Observation", params={"_sort": ","}, headers={"Prefer": "handling=strict"})
+
+        assert 200 == lenient.status_code
+        assert "names no sort key" in json.dumps(lenient.json())
+        assert 400 == strict.status_code
 
 
 class TestIncludes:

@@ -50,6 +50,9 @@ def create_app(db: Database, *, registry: Registry | None = None, tick_interval:
 
     install_error_handlers(app)
     app.include_router(create_router(engine))
+    from zorgpad.fhir import openapi  # composition root
+
+    openapi.install(app)
     from zorgpad.fhir.access import authenticate  # composition root: the operators' API takes the same tokens
     app.include_router(ops.create_router(engine, authenticate))
     from zorgpad.engine.web import create_dashboard  # composition root: the FHIR access model and ACP codes

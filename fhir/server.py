@@ -207,7 +207,8 @@ def create_router(engine: Engine) -> APIRouter:
         body = await _body(request)
         return FHIRResponse(await run_in_threadpool(serve, request, lambda ctx: handle(ctx, body.parse())))
 
-    @router.api_route("/PlanDefinition/{resource_id}/$apply", methods=["GET", "POST"])
+    @router.get("/PlanDefinition/{resource_id}/$apply", operation_id="apply_get")
+    @router.post("/PlanDefinition/{resource_id}/$apply", operation_id="apply_post")
     async def apply(request: Request, resource_id: str) -> Response:
         """Enrol the subject(s) in the pathway; answers the CarePlan."""
         from zorgpad.fhir.operations import apply_plandefinition

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from typing import IO, Any
 import httpx
 import pytest
 from fault.seeding import seed_open_conversations
+from faultcounts import count
 from sqlmodel import col, func, select
 from zorgpad.engine._model import NoticeKind
 from zorgpad.engine._projection import communication_id
@@ -78,8 +80,9 @@ class PrefectServer:
         log_path = self.home / f"{name}.log"
         self.logs.append(log_path)
         log: IO[bytes] = log_path.open("wb")  # a file, not a pipe nobody reads
-        try:
-            return subprocess.Popen(args, cwd=REPO, env=env or self.env, stdout=log, stderr=subprocess.STDOUT)
+        try:  # a session of its own: a worker and the flow-run processes it starts can be killed together
+            return subprocess.Popen(args, cwd=REPO, env=env or self.env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         finally:
             log.close()
 
@@ -177,6 +180,62 @@ class TestTwoPrefectWorkers:
         assert Counter({"delivered": 2 * len(ids)}) == progress["outbox"], prefect_server.output()
         assert Counter({(1, True, True, "escalated"): len(ids)}) == progress["steps"]
         assert {"zorgpad-tick", "zorgpad-deliver"} <= completed
+
+
+class TestAWorkerKilledMidRun:
+    """SIGKILL of a worker and its flow-run processes while a tick runs; another worker takes over."""
+
+    def test_nothing_is_lost_and_nothing_fires_twice(self, db: Database, db_url: str,
+                                                     prefect_server: PrefectServer) -> None:
+        """450 due timers: worker-1 is killed (with the runs it started) once a tick run is running or has
+        fired timers; worker-2 finishes: every timer fired once, every notice delivered once."""
+        ids = seed_open_conversations(db, 150)
+        total = 3 * len(ids)
+        victim = prefect_server.worker("worker-killed", db_url)
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            if _progress(db)["fired audits"] > 0 or "zorgpad-tick" in _flows_in(prefect_server, "RUNNING"):
+                break
+            assert victim.poll() is None, prefect_server.output()
+            time.sleep(0.2)  # bounded polling of real processes
+        else:
+            pytest.fail(f"worker-1 never started a tick: {prefect_server.output()}")
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=10)
+        count("prefect worker killed mid-run: faults injected")
+        count("prefect worker killed mid-run: timers fired before the kill", _progress(db)["fired audits"])
+        survivor = prefect_server.worker("worker-survivor", db_url)
+        progress = _progress(db)
+        try:
+            deadline = time.monotonic() + WAIT
+            while time.monotonic() < deadline:
+                progress = _progress(db)
+                if progress["timers"] == 0 and progress["outbox"] == Counter({"delivered": 2 * len(ids)}):
+                    break
+                assert survivor.poll() is None, prefect_server.output()
+                time.sleep(0.5)  # bounded polling of real processes
+        finally:
+            survivor.terminate()
+            _stop(survivor)
+        expected_keys = {f"notify/{communication_id(i, 'conversation', 0, kind, 0)}"
+                         for i in ids for kind in (NoticeKind.REMINDER, NoticeKind.ESCALATION)}
+
+        assert -signal.SIGKILL == victim.returncode
+        assert (0, total) == (progress["timers"], progress["fired audits"]), prefect_server.output()
+        assert Counter(dict.fromkeys(expected_keys, 1)) == progress["outbox keys"]
+        assert Counter({"delivered": 2 * len(ids)}) == progress["outbox"], prefect_server.output()
+        assert Counter({(1, True, True, "escalated"): len(ids)}) == progress["steps"]
+        count("prefect worker killed mid-run: lost", total - progress["fired audits"])
+        count("prefect worker killed mid-run: duplicated",
+              sum(n - 1 for n in progress["outbox keys"].values()))
+
+
+def _flows_in(server: PrefectServer, state: str) -> set[str]:
+    """Names of the flows with a run in ``state`` (a Prefect state type such as RUNNING)."""
+    runs = httpx.post(f"{server.api}/flow_runs/filter", timeout=10, json={
+        "flow_runs": {"state": {"type": {"any_": [state]}}}}).json()
+    flows = {r["flow_id"] for r in runs}
+    return {str(httpx.get(f"{server.api}/flows/{f}", timeout=10).json()["name"]) for f in flows}
 
 
 def _completed_flows(server: PrefectServer) -> set[str]:

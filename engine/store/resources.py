@@ -8,12 +8,14 @@ from __future__ import annotations
 import copy
 import re
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from sqlalchemy import delete
-from sqlmodel import Session, col, select
+from sqlalchemy import delete, insert
+from sqlalchemy import select as select_core
+from sqlmodel import Session, SQLModel, col, select
 from zorgpad.engine.store.search_params import params_for
 from zorgpad.engine.store.tables import (
     ResourceVersion,
@@ -55,6 +57,18 @@ def get_resource(session: Session, resource_type: str, resource_id: str) -> Stor
     return session.get(StoredResource, (resource_type, resource_id))
 
 
+def _current(session: Session, rtype: str, rid: str) -> StoredResource | None:
+    """The stored row of a resource about to be written, locked against concurrent writers.
+
+    On SQLite the write transaction (``BEGIN IMMEDIATE``) already excludes every other writer, so a row
+    already in the session's identity map is current and needs no new ``SELECT``.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name == "sqlite":
+        return session.get(StoredResource, (rtype, rid))
+    return session.get(StoredResource, (rtype, rid), with_for_update=True)
+
+
 def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *,
                  method: str = "PUT", deleted: bool = False) -> StoredResource:
     """Store a new version of ``resource`` (which must have ``resourceType`` and ``id``).
@@ -62,7 +76,8 @@ def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *
     Sets ``meta.versionId`` and ``meta.lastUpdated``, writes history and rewrites the search index.
     """
     rtype, rid = str(resource["resourceType"]), str(resource["id"])
-    current = session.get(StoredResource, (rtype, rid), with_for_update=True)
+    current = _current(session, rtype, rid)
+    existed = current is not None
     previous = None if current is None or current.deleted else current.content
     version = current.version_id + 1 if current else 1
     content: JSON = copy.deepcopy(dict(resource))
@@ -80,7 +95,7 @@ def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *
     session.add(current)
     session.add(ResourceVersion(resource_type=rtype, id=rid, version_id=version, last_updated=now,
                                 method=method, deleted=deleted, content=None if deleted else content))
-    _reindex(session, content, deleted)
+    _reindex(session, content, deleted, existed=existed)
     for listener in session.info.get("resource_listeners", ()):
         listener(session, current, previous, now)
     return current
@@ -99,29 +114,63 @@ def resources_of_patient(session: Session, patient: str, resource_types: set[str
 
 # -- search index -------------------------------------------------------------------------------------
 
-def _reindex(session: Session, resource: JSON, deleted: bool) -> None:
-    rtype, rid = resource["resourceType"], resource["id"]
-    for table in (SearchToken, SearchReference, SearchDate):
-        session.execute(delete(table).where(col(table.resource_type) == rtype, col(table.resource_id) == rid))
-    if deleted:
-        return
-    for param, (kind, paths) in params_for(rtype).items():
+#: The value columns of each index table; a row is ``(param, *values)``.
+_INDEX_COLUMNS: dict[type[SQLModel], tuple[str, ...]] = {
+    SearchToken: ("param", "system", "code"),
+    SearchReference: ("param", "target"),
+    SearchDate: ("param", "start", "end"),
+}
+
+IndexRows = dict[type[SQLModel], list[tuple[Any, ...]]]
+
+
+def index_rows(resource: JSON) -> IndexRows:
+    """The search index rows of ``resource``, per index table, as tuples of :data:`_INDEX_COLUMNS`."""
+    rows: IndexRows = {table: [] for table in _INDEX_COLUMNS}
+    for param, (kind, paths) in params_for(resource["resourceType"]).items():
         for path in paths:
             for value in values_at(resource, path.split(".")):
                 if kind == "token":
-                    for system, code in tokens_of(value):
-                        session.add(SearchToken(resource_type=rtype, resource_id=rid, param=param,
-                                                system=system, code=code[:256]))
+                    rows[SearchToken].extend((param, system, code[:256]) for system, code in tokens_of(value))
                 elif kind == "reference":
                     ref = value.get("reference") if isinstance(value, Mapping) else None
                     if isinstance(ref, str):
-                        session.add(SearchReference(resource_type=rtype, resource_id=rid, param=param,
-                                                    target=ref[:256]))
+                        rows[SearchReference].append((param, ref[:256]))
                 else:
                     start, end = _period(value)
                     if start is not None or end is not None:
-                        session.add(SearchDate(resource_type=rtype, resource_id=rid, param=param,
-                                               start=start, end=end))
+                        rows[SearchDate].append((param, start, end))
+    return rows
+
+
+def _reindex(session: Session, resource: JSON, deleted: bool, *, existed: bool) -> None:
+    """Bring the resource's index rows to what its content asks for, touching only the rows that differ.
+
+    The rows in the database are read (not derived from the previous content), so rows written under
+    older search parameters are brought up to date too. A resource that did not exist has no rows.
+    """
+    rtype, rid = resource["resourceType"], resource["id"]
+    wanted = {table: [] for table in _INDEX_COLUMNS} if deleted else index_rows(resource)
+    connection = session.connection()
+    for table, columns in _INDEX_COLUMNS.items():
+        core = table.__table__  # type: ignore[attr-defined]
+        missing = Counter(wanted[table])
+        if existed:
+            owner = (core.c.resource_type == rtype) & (core.c.resource_id == rid)
+            surplus: list[int] = []
+            for pk, *values in connection.execute(select_core(core.c.pk, *(core.c[c] for c in columns))
+                                                  .where(owner)):
+                row = tuple(values)
+                if missing[row] > 0:
+                    missing[row] -= 1
+                else:
+                    surplus.append(pk)
+            if surplus:
+                connection.execute(delete(core).where(core.c.pk.in_(surplus)))
+        added = [{"resource_type": rtype, "resource_id": rid, **dict(zip(columns, row, strict=True))}
+                 for row in missing.elements()]
+        if added:
+            connection.execute(insert(core), added)
 
 
 def values_at(node: Any, parts: list[str]) -> Iterator[Any]:

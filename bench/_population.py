@@ -50,6 +50,17 @@ def tables() -> list[Table]:
     return [t for t in SQLModel.metadata.sorted_tables if t.name not in _SKIP_TABLES]
 
 
+def row_counts(db_url: str) -> dict[str, int]:
+    """Rows per Zorgpad table in the database at ``db_url``."""
+    database = Database(db_url)
+    try:
+        with database.engine.connect() as connection:
+            return {t.name: int(connection.execute(select(func.count()).select_from(t)).scalar_one())
+                    for t in tables()}
+    finally:
+        database.dispose()
+
+
 @dataclass
 class _Part:
     """A string value cut at the ids that change per copy: literals and ("uuid", n) / ("patient",) holes."""

@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
-from zorgpad.engine.store.db import Database
 
 from bench import _server
 from bench._common import SYNTHEA, Baseline, Figure, Scratch, Sizes
-from bench._population import tables
+from bench._population import row_counts
 from bench._region import Region
 from bench.baselines.floor import Floor
 
@@ -33,16 +31,6 @@ def _transaction(bundle: dict[str, Any]) -> dict[str, Any]:
     for entry in bundle.get("entry", []):
         entry.setdefault("request", {"method": "POST", "url": entry["resource"]["resourceType"]})
     return {**bundle, "type": "transaction"}
-
-
-def _counts(db_url: str) -> dict[str, int]:
-    database = Database(db_url)
-    try:
-        with database.engine.connect() as connection:
-            return {t.name: int(connection.execute(select(func.count()).select_from(t)).scalar_one())
-                    for t in tables()}
-    finally:
-        database.dispose()
 
 
 def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
@@ -59,7 +47,7 @@ def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
     failures: list[str] = []
     stored = 0
     try:
-        before = _counts(db_url)
+        before = row_counts(db_url)
         headers = server.headers(server.token())
         log(f"  ingest: {len(bodies)} Synthea bundles, {sum(entries):,} resources")
         with httpx.Client(base_url=server.fhir, headers=headers, timeout=600) as client:
@@ -71,7 +59,7 @@ def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
                 else:
                     failures.append(f"{path.name[:20]}… HTTP {response.status_code}")
             seconds = time.perf_counter() - started
-        after = _counts(db_url)
+        after = row_counts(db_url)
     finally:
         server.stop()
     rate = stored / seconds if seconds else None

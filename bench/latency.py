@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import func
 from sqlmodel import select
 from zorgpad.engine._projection import STEP_RUN_SYSTEM
 from zorgpad.engine.store.db import Database
@@ -28,7 +27,7 @@ from zorgpad.engine.store.tables import StoredResource
 
 from bench import _fhir, _server
 from bench._common import Baseline, Figure, Scratch, Sizes, percentile
-from bench._population import tables
+from bench._population import row_counts
 from bench._region import Region
 from bench.baselines.floor import Floor
 
@@ -116,16 +115,6 @@ async def _offer(server: _server.Server, token: str, patients: list[tuple[str, s
     return result
 
 
-def _counts(db_url: str) -> dict[str, int]:
-    database = Database(db_url)
-    try:
-        with database.engine.connect() as connection:
-            return {t.name: int(connection.execute(select(func.count()).select_from(t)).scalar_one())
-                    for t in tables()}
-    finally:
-        database.dispose()
-
-
 def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
         log: Callable[[str], None] = print) -> list[Figure]:
     """Serve the region, offer the load, measure; then the floor."""
@@ -135,13 +124,13 @@ def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
     server = _server.start(region.db_url)
     try:
         token = server.token(_fhir.GP)
-        before = _counts(region.db_url)
+        before = row_counts(region.db_url)
         log(f"  latency: {sizes.latency_rate:.0f} requests/s for {sizes.latency_seconds:.0f} s "
             f"({len(patients):,} patients available)")
         started = time.perf_counter()
         result = asyncio.run(_offer(server, token, patients, tasks, sizes.latency_rate, sizes.latency_seconds))
         elapsed = time.perf_counter() - started
-        after = _counts(region.db_url)
+        after = row_counts(region.db_url)
     finally:
         server.stop()
     answered = len(result.latencies)

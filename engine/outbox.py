@@ -12,8 +12,10 @@ inside Zorgpad** (an item's status changes once, under a row lock, and local cha
 A per-target circuit breaker keeps one dead partner from slowing the others: after
 ``CircuitBreaker.threshold`` consecutive failed attempts to one ``target`` the circuit opens, and that
 target's items are neither claimed nor sent (nor charged an attempt) until ``cool_off`` has passed; then
-one round is tried again (half-open), and a single failure opens the circuit again. Circuits live in
-the process; a fresh process starts with every circuit closed, which costs at most one probe round.
+one round is tried again (half-open), and a single failure opens the circuit again. When a circuit
+opens, the target's pending items are deferred in the database to the end of the cool-off, so that
+every other process (another worker, the next Prefect run) leaves them alone too; only the count of
+consecutive failures lives in the process.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sqlalchemy import update
 from sqlmodel import Session, col, or_, select
 from zorgpad.engine._dsl import ActionContext
 from zorgpad.engine._projection import instant
@@ -97,14 +100,17 @@ class CircuitBreaker:
             self.failures.pop(target, None)
             self.open_until.pop(target, None)
 
-    def failed(self, target: str | None, now: datetime) -> None:
-        """A delivery to ``target`` failed (retryably); open its circuit once there were too many."""
+    def failed(self, target: str | None, now: datetime) -> datetime | None:
+        """A delivery to ``target`` failed (retryably); open its circuit once there were too many.
+        Returns the end of the cool-off when this failure opened the circuit."""
         if target is None:
-            return
+            return None
         half_open = target in self.open_until  # its cool-off passed and the probe failed
         self.failures[target] = self.failures.get(target, 0) + 1
         if half_open or self.failures[target] >= self.threshold:
             self.open_until[target] = now + self.cool_off
+            return self.open_until[target]
+        return None
 
 
 class Outbox:
@@ -174,10 +180,11 @@ class Outbox:
             error = exc
         except Exception as exc:  # a transport or integrator action failed: retry, never lose the item
             error = DeliveryError(f"{type(exc).__name__}: {exc}")
+        opened_until = None
         if error is None:
             self.circuit.succeeded(item.target)
         elif not error.permanent:
-            self.circuit.failed(item.target, now)
+            opened_until = self.circuit.failed(item.target, now)
 
         def record(session: Session) -> None:
             stored = session.get(OutboxItem, item.id, with_for_update=True)
@@ -201,6 +208,16 @@ class Outbox:
             session.add(stored)
 
         self.db.run(record)
+        if opened_until is not None:
+            self.db.run(lambda session: _defer(session, str(item.target), opened_until))
+
+
+def _defer(session: Session, target: str, until: datetime) -> None:
+    """Hold every pending item for ``target`` until ``until`` (its circuit opened), in every process."""
+    session.execute(update(OutboxItem)
+                    .where(col(OutboxItem.target) == target, col(OutboxItem.status) == "pending",
+                           col(OutboxItem.next_attempt_at) < until)
+                    .values(next_attempt_at=until))
 
 
 def local_notify(db: Database) -> Transport:

@@ -332,6 +332,32 @@ class TestCircuitBreaker:
         assert [] == outbox.circuit.open_targets(T0 + timedelta(minutes=22))
 
 
+    def test_an_open_circuit_holds_the_partners_items_in_every_process(
+            self, db: Database, partner: Partner) -> None:
+        """The circuit opens in one process (a Prefect run); the next process, whose circuits all start
+        closed, sends nothing to the dead partner until the cool-off ends, and the healthy one still gets all."""
+        _seed(db, partner, "dead", 10)
+        partner.script = lambda key, attempt: (503, {}) if "/dead/" in key else (200, {})
+        first = _outbox(db, circuit=CircuitBreaker(threshold=3, cool_off=timedelta(minutes=5)))
+        first.deliver(T0)
+        healthy = _seed(db, partner, "healthy", 4)  # queued after the circuit opened
+        held = db.run(lambda s: sorted({i.next_attempt_at for i in s.exec(select(OutboxItem).where(
+            OutboxItem.target == "Organization/dead"))}))
+
+        second = _outbox(db, circuit=CircuitBreaker(threshold=3, cool_off=timedelta(minutes=5)))
+        report = second.deliver(T0 + timedelta(minutes=2))
+
+        assert 3 == partner.paths["dead"]
+        assert [] == second.circuit.open_targets(T0 + timedelta(minutes=2))
+        assert {T0 + timedelta(minutes=5)} == {t.replace(tzinfo=UTC) if t.tzinfo is None else t for t in held}
+        assert (4, 0) == (report.delivered, report.retried)
+        assert Counter(dict.fromkeys(healthy, 1)) == partner.applied
+
+        second.deliver(T0 + timedelta(minutes=6))  # the cool-off is over: the second process probes again
+
+        assert partner.paths["dead"] > 3
+
+
 class TestPartnerDownForAnHour:
     """A partner that is down for an hour gets everything once it is back."""
 

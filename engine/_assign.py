@@ -15,7 +15,7 @@ from typing import Any
 from sqlmodel import Session
 from zorgpad.engine._criteria import codings_at
 from zorgpad.engine._roles import COORDINATOR, GP, ROLE_SYSTEM
-from zorgpad.engine.store.resources import get_resource, resources_of_patient
+from zorgpad.engine.store.resources import get_resource, read_cache, resources_of_patient
 
 #: Organisation that gets steps nobody else fills, when no CareTeam names a coordinator.
 COORDINATOR_ENV = "ZORGPAD_COORDINATOR_ORG"
@@ -42,7 +42,21 @@ def _org_of(session: Session, reference: str | None) -> str | None:
     return None
 
 
+#: What :func:`_careteam_orgs` reads; a write of any of these types in the transaction forgets its result.
+_TEAM_SOURCES = frozenset({"CareTeam", "PractitionerRole"})
+
+
 def _careteam_orgs(session: Session, patient: str) -> dict[str, str]:
+    """Role code → organisation from the patient's CareTeams, read once per patient per transaction."""
+    cache = read_cache(session)
+    key = (_TEAM_SOURCES, ("careteam-orgs", patient))
+    if key not in cache:
+        cache[key] = _read_careteam_orgs(session, patient)
+    found: dict[str, str] = cache[key]
+    return found
+
+
+def _read_careteam_orgs(session: Session, patient: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for team in resources_of_patient(session, patient, {"CareTeam"}):
         if team.get("status") not in (None, "active", "proposed"):

@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 from zorgpad.engine._model import EnrolmentState
 from zorgpad.engine._model import StepRun as StepRunState
 from zorgpad.engine._states import EnrolmentStatus, StepState
+from zorgpad.engine.store.resources import held_rows
 from zorgpad.engine.store.tables import Enrolment, StepRun
 
 _STEP_FIELDS = ("state", "iteration", "completions", "start_at", "ready_at", "due_at", "completed_at",
@@ -37,8 +38,10 @@ def lock_enrolments(session: Session, enrolment_ids: Iterable[str]) -> list[Enro
 def load_state(session: Session, enrolment: Enrolment) -> EnrolmentState:
     """The evaluation state of ``enrolment``."""
     runs = session.exec(select(StepRun).where(StepRun.enrolment_id == enrolment.id)).all()
+    held = held_rows(session)
     steps = {}
     for row in runs:
+        held[(StepRun, row.enrolment_id, row.step_id)] = row  # save_state writes to these rows
         values = {name: getattr(row, name) for name in _STEP_FIELDS}
         values["state"] = StepState(row.state)
         steps[row.step_id] = StepRunState(step_id=row.step_id, **values)
@@ -56,6 +59,13 @@ def load_state(session: Session, enrolment: Enrolment) -> EnrolmentState:
         dates={name: datetime.fromisoformat(when) for name, when in (enrolment.dates or {}).items()},
         episode=enrolment.episode,
     )
+
+
+def _step_row(session: Session, enrolment_id: str, step_id: str) -> StepRun | None:
+    held = held_rows(session).get((StepRun, enrolment_id, step_id))
+    if isinstance(held, StepRun) and held in session:
+        return held
+    return session.get(StepRun, (enrolment_id, step_id))
 
 
 def save_state(session: Session, state: EnrolmentState, before: EnrolmentState | None,
@@ -81,7 +91,7 @@ def save_state(session: Session, state: EnrolmentState, before: EnrolmentState |
         old = before.steps.get(step_id) if before else None
         if old == run:
             continue
-        stored = session.get(StepRun, (state.id, step_id)) if old is not None else None
+        stored = _step_row(session, state.id, step_id) if old is not None else None
         if stored is None:
             stored = StepRun(enrolment_id=state.id, step_id=step_id, state=run.state.value)
         for name in _STEP_FIELDS:
@@ -90,7 +100,7 @@ def save_state(session: Session, state: EnrolmentState, before: EnrolmentState |
         session.add(stored)
     if before is not None:
         for gone in set(before.steps) - set(state.steps):
-            stored = session.get(StepRun, (state.id, gone))
+            stored = _step_row(session, state.id, gone)
             if stored is not None:
                 session.delete(stored)
     return row

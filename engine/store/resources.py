@@ -13,8 +13,9 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, event, insert
 from sqlalchemy import select as select_core
+from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session, SQLModel, col, select
 from zorgpad.engine.store.search_params import params_for
 from zorgpad.engine.store.tables import (
@@ -28,7 +29,8 @@ from zorgpad.engine.store.tables import (
 JSON = dict[str, Any]
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
-__all__ = ["get_resource", "new_id", "patient_of", "put_resource", "resources_of_patient", "tokens_of", "values_at"]
+__all__ = ["get_resource", "held_rows", "new_id", "patient_of", "put_resource", "read_cache", "resources_of_patient",
+           "tokens_of", "values_at"]
 
 
 def new_id() -> str:
@@ -52,9 +54,54 @@ def patient_of(resource: Mapping[str, Any]) -> str | None:
     return None
 
 
+_READ_CACHE = "zorgpad.read_cache"
+_HELD = "zorgpad.held_resources"
+
+
+def read_cache(session: Session) -> dict[tuple[frozenset[str], Any], Any]:
+    """Reads worth keeping for the rest of the transaction, keyed ``(resource types read, key)``.
+
+    :func:`put_resource` drops every entry that read the type it writes, and every entry goes when the
+    transaction or a savepoint ends, so an entry never outlives what it was read from.
+    """
+    cache: dict[tuple[frozenset[str], Any], Any] = session.info.setdefault(_READ_CACHE, {})
+    return cache
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_reads(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is not None and not transaction.nested:
+        return  # the inner transaction of a flush, not the end of a transaction or savepoint
+    session.info.pop(_READ_CACHE, None)
+    session.info.pop(_HELD, None)
+
+
+def held_rows(session: Session) -> dict[Any, Any]:
+    """Rows read in this transaction that later statements of it want again, held until it (or a
+    savepoint) ends: the session's identity map only keeps rows that something else still refers to."""
+    held: dict[Any, Any] = session.info.setdefault(_HELD, {})
+    return held
+
+
+def _forget_written(session: Session, rtype: str, rid: str) -> None:
+    cache: dict[tuple[frozenset[str], Any], Any] | None = session.info.get(_READ_CACHE)
+    if cache:
+        for key in [k for k in cache if rtype in k[0]]:
+            del cache[key]
+
+
 def get_resource(session: Session, resource_type: str, resource_id: str) -> StoredResource | None:
-    """The current version of a resource, deleted or not."""
-    return session.get(StoredResource, (resource_type, resource_id))
+    """The current version of a resource, deleted or not.
+
+    A row (or its absence) read once in a transaction is held until it ends (see :func:`held_rows`).
+    """
+    held = held_rows(session)
+    key = (resource_type, resource_id)
+    if key in held:
+        found: StoredResource | None = held[key]
+        return found
+    stored = held[key] = session.get(StoredResource, key)
+    return stored
 
 
 def _current(session: Session, rtype: str, rid: str) -> StoredResource | None:
@@ -63,10 +110,15 @@ def _current(session: Session, rtype: str, rid: str) -> StoredResource | None:
     On SQLite the write transaction (``BEGIN IMMEDIATE``) already excludes every other writer, so a row
     already in the session's identity map is current and needs no new ``SELECT``.
     """
-    bind = session.get_bind()
-    if bind.dialect.name == "sqlite":
+    if session.get_bind().dialect.name != "sqlite":
+        return session.get(StoredResource, (rtype, rid), with_for_update=True)
+    held = held_rows(session)
+    if (rtype, rid) in held:
+        found: StoredResource | None = held[(rtype, rid)]
+        return found
+    # Every row put_resource made in this transaction is held, so nothing pending needs flushing first.
+    with session.no_autoflush:
         return session.get(StoredResource, (rtype, rid))
-    return session.get(StoredResource, (rtype, rid), with_for_update=True)
 
 
 def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *,
@@ -76,6 +128,7 @@ def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *
     Sets ``meta.versionId`` and ``meta.lastUpdated``, writes history and rewrites the search index.
     """
     rtype, rid = str(resource["resourceType"]), str(resource["id"])
+    _forget_written(session, rtype, rid)
     current = _current(session, rtype, rid)
     existed = current is not None
     previous = None if current is None or current.deleted else current.content
@@ -93,9 +146,11 @@ def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *
     current.patient = patient_of(content)
     current.content = content
     session.add(current)
-    session.add(ResourceVersion(resource_type=rtype, id=rid, version_id=version, last_updated=now,
-                                method=method, deleted=deleted, content=None if deleted else content))
+    session.connection().execute(insert(ResourceVersion.__table__), {  # type: ignore[attr-defined]
+        "resource_type": rtype, "id": rid, "version_id": version, "last_updated": now, "method": method,
+        "deleted": deleted, "content": None if deleted else content})
     _reindex(session, content, deleted, existed=existed)
+    held_rows(session)[(rtype, rid)] = current
     for listener in session.info.get("resource_listeners", ()):
         listener(session, current, previous, now)
     return current
@@ -103,7 +158,22 @@ def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *
 
 def resources_of_patient(session: Session, patient: str, resource_types: set[str] | None = None
                          ) -> Iterator[JSON]:
-    """The current, not deleted resources about ``patient`` (``Patient/id``), the Patient included."""
+    """The current, not deleted resources about ``patient`` (``Patient/id``), the Patient included.
+
+    With ``resource_types``, the answer is kept for the rest of the transaction (see :func:`read_cache`)
+    until a resource of one of those types is written.
+    """
+    if not resource_types:
+        yield from _read_resources_of_patient(session, patient, None)
+        return
+    cache = read_cache(session)
+    key = (frozenset(resource_types), ("resources-of-patient", patient))
+    if key not in cache:
+        cache[key] = list(_read_resources_of_patient(session, patient, resource_types))
+    yield from cache[key]
+
+
+def _read_resources_of_patient(session: Session, patient: str, resource_types: set[str] | None) -> Iterator[JSON]:
     query = select(StoredResource).where(StoredResource.patient == patient,
                                          col(StoredResource.deleted).is_(False))
     if resource_types:

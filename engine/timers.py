@@ -19,7 +19,8 @@ from zorgpad.engine._model import EnrolmentState, TimerFired, TimerKind
 from zorgpad.engine.registry import Registry
 from zorgpad.engine.store.audit import Actor
 from zorgpad.engine.store.db import Database
-from zorgpad.engine.store.enrolments import load_state, lock_enrolments
+from zorgpad.engine.store.enrolments import load_state, lock_enrolments, prefetch_steps
+from zorgpad.engine.store.resources import prefetch_resources
 from zorgpad.engine.store.tables import Enrolment, Timer
 
 TICK_ACTOR = Actor("system:tick")
@@ -44,10 +45,17 @@ def fire_batch(session: Session, registry: Registry, now: datetime, batch_size: 
     if not timers:
         return 0
     rows = {row.id: row for row in lock_enrolments(session, {t.enrolment_id for t in timers})}
+    # Delete the whole batch first, in one statement: an outcome may cancel its step's timers, a fired
+    # one included, and every claimed timer is gone at commit whatever its outcome.
+    table = Timer.__table__  # type: ignore[attr-defined]
+    session.connection().execute(delete(table).where(table.c.id.in_([t.id for t in timers])))
+    for timer in timers:
+        session.expunge(timer)  # gone: a timer inserted later may take its id
+    # One query each for the steps of every enrolment and for their patients (notices name the patient).
+    prefetch_steps(session, rows.values())
+    prefetch_resources(session, "Patient", {row.patient.split("/", 1)[1] for row in rows.values()})
     states: dict[str, tuple[Enrolment, EnrolmentState]] = {}
     for timer in timers:
-        # Delete first: the outcome may cancel this step's timers, this one included.
-        session.execute(delete(Timer).where(col(Timer.id) == timer.id))
         row = rows.get(timer.enrolment_id)
         if row is None:
             continue  # its enrolment is gone

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import insert
 from sqlmodel import Session
 from zorgpad.engine.store.tables import AuditEntry
 
@@ -23,7 +24,7 @@ SYSTEM = Actor("system:zorgpad")
 def audit(session: Session, actor: Actor, now: datetime, *, action: str, what: str,
           entity: str | None = None, patient: str | None = None, outcome: str = "0",
           detail: str | None = None) -> None:
-    """Add one audit entry in the caller's transaction."""
-    session.add(AuditEntry(recorded_at=now, actor=actor.name, organisation=actor.organisation,
-                           action=action, what=what, entity=entity, patient=patient,
-                           outcome=outcome, detail=detail))
+    """Add one audit entry in the caller's transaction (a core insert: nothing reads it back as an object)."""
+    session.connection().execute(insert(AuditEntry.__table__), {  # type: ignore[attr-defined]
+        "recorded_at": now, "actor": actor.name, "organisation": actor.organisation, "action": action,
+        "what": what, "entity": entity, "patient": patient, "outcome": outcome, "detail": detail})

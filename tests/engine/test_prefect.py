@@ -187,14 +187,14 @@ class TestAWorkerKilledMidRun:
 
     def test_nothing_is_lost_and_nothing_fires_twice(self, db: Database, db_url: str,
                                                      prefect_server: PrefectServer) -> None:
-        """450 due timers: worker-1 is killed (with the runs it started) once a tick run is running or has
-        fired timers; worker-2 finishes: every timer fired once, every notice delivered once."""
-        ids = seed_open_conversations(db, 150)
+        """900 due timers: worker-1 is killed (with the runs it started) once its tick has committed a
+        batch; worker-2 finishes: every timer fired once, every notice delivered once."""
+        ids = seed_open_conversations(db, 300)
         total = 3 * len(ids)
         victim = prefect_server.worker("worker-killed", db_url)
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
-            if _progress(db)["fired audits"] > 0 or "zorgpad-tick" in _flows_in(prefect_server, "RUNNING"):
+            if _progress(db)["fired audits"] > 0:
                 break
             assert victim.poll() is None, prefect_server.output()
             time.sleep(0.2)  # bounded polling of real processes
@@ -230,20 +230,16 @@ class TestAWorkerKilledMidRun:
               sum(n - 1 for n in progress["outbox keys"].values()))
 
 
-def _flows_in(server: PrefectServer, state: str) -> set[str]:
-    """Names of the flows with a run in ``state`` (a Prefect state type such as RUNNING)."""
-    runs = httpx.post(f"{server.api}/flow_runs/filter", timeout=10, json={
-        "flow_runs": {"state": {"type": {"any_": [state]}}}}).json()
-    flows = {r["flow_id"] for r in runs}
-    return {str(httpx.get(f"{server.api}/flows/{f}", timeout=10).json()["name"]) for f in flows}
-
-
 def _completed_flows(server: PrefectServer) -> set[str]:
-    """Names of the flows with a completed run that the Prefect server's scheduler made."""
-    runs = httpx.post(f"{server.api}/flow_runs/filter", timeout=10, json={
-        "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}).json()
-    flows = {r["flow_id"] for r in runs if r["auto_scheduled"]}
-    return {str(httpx.get(f"{server.api}/flows/{f}", timeout=10).json()["name"]) for f in flows}
+    """Names of the flows with a completed run that the Prefect server's scheduler made (none yet when
+    the busy server does not answer in time: the caller polls again)."""
+    try:
+        runs = httpx.post(f"{server.api}/flow_runs/filter", timeout=30, json={
+            "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}).json()
+        flows = {r["flow_id"] for r in runs if r["auto_scheduled"]}
+        return {str(httpx.get(f"{server.api}/flows/{f}", timeout=30).json()["name"]) for f in flows}
+    except httpx.TimeoutException:
+        return set()
 
 
 class TestIngestFlow:

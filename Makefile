@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # PostgreSQL for the second test pass (trust auth on this machine kind); the tests make a scratch database.
 TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
+# Two pytest-xdist workers (one per core), a test file's tests on one worker; PYTEST_PARALLEL= runs serially.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
 .PHONY: demo test lint typecheck test-sqlite test-postgres serve lock clean docs browser bench bench-full compose
 
@@ -39,10 +41,10 @@ compose:
 	  || (apt-get update && apt-get install -y --no-install-recommends docker-compose)
 
 test-sqlite: $(STAMP) browser compose
-	$(BIN)/pytest --db sqlite
+	$(BIN)/pytest --db sqlite $(PYTEST_PARALLEL)
 
 test-postgres: $(STAMP) browser compose
-	$(BIN)/pytest --db $(TEST_POSTGRES_URL)
+	$(BIN)/pytest --db $(TEST_POSTGRES_URL) $(PYTEST_PARALLEL)
 
 # Lint, types, then the whole suite once on SQLite and once on PostgreSQL.
 test: lint typecheck test-sqlite test-postgres
@@ -64,7 +66,7 @@ bench-full: $(STAMP)
 # Re-resolve the pinned set after changing dependencies in pyproject.toml.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet -e . ruff mypy pytest pytest-timeout hypothesis schemathesis fhirpy playwright
+	.lock-venv/bin/pip install --quiet -e . ruff mypy pytest pytest-timeout pytest-xdist hypothesis schemathesis fhirpy playwright
 	(echo "# Exact versions of every dependency, resolved together (make lock regenerates this file)."; \
 	 .lock-venv/bin/pip freeze --exclude-editable | grep -iv "^zorgpad"; echo setuptools==84.2.1; echo wheel==0.48.0) > requirements.lock
 	rm -rf .lock-venv

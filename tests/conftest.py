@@ -127,6 +127,23 @@ def database_factory(db_option: str, _template_url: str, tmp_path_factory: pytes
         admin.dispose()
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a pytest-xdist worker: hand the fault and fuzz tally to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        from faultcounts import COUNTS
+
+        workeroutput["faultcounts"] = dict(COUNTS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """On the pytest-xdist controller: add a finished worker's tally to the one printed at the end."""
+    from faultcounts import COUNTS
+
+    COUNTS.update(getattr(node, "workeroutput", {}).get("faultcounts", {}))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print the fault and fuzz suite's counts (inputs tried, faults injected, lost, duplicated)."""
     from faultcounts import summary

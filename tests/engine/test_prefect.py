@@ -1,7 +1,7 @@
 """Prefect: a real Prefect server on loopback and two `zorgpad worker` processes share one database.
 
 The Prefect server keeps its own state in SQLite under the test's tmp_path; the workers serve the tick
-and deliver flows on a 2-second schedule against the test's Zorgpad database (PostgreSQL on the
+and deliver flows on a 4-second schedule against the test's Zorgpad database (PostgreSQL on the
 PostgreSQL run). Every due timer must fire exactly once and every resulting notice be delivered once.
 The ingest flow is run as a plain call in a child process (Prefect then starts a temporary local server).
 """
@@ -37,7 +37,7 @@ ZORGPAD = REPO / ".venv" / "bin" / "zorgpad"
 PREFECT = REPO / ".venv" / "bin" / "prefect"
 EXAMPLE = REPO / "tests" / "example_pathway.py"
 ENROLMENTS = 40  # x 3 due timers each
-WAIT = 75.0  # seconds for the server to start, and for the workers to finish the work
+WAIT = 150.0  # seconds for the server to start, and for the workers to finish the work (bounds a failure only)
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +70,10 @@ class PrefectServer:
                     "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
                     "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
                     "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
-                    "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_API_URL": self.api}
+                    "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_API_URL": self.api,
+                    # The server's SQLite is written by its services and every run of both workers: wait
+                    # for its lock rather than fail a run when the machine is busy.
+                    "PREFECT_SERVER_DATABASE_TIMEOUT": "60", "PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT": "60"}
         self.env.pop("PREFECT_API_KEY", None)
         self.logs: list[Path] = []
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -102,7 +105,7 @@ class PrefectServer:
 
     def worker(self, name: str, db_url: str) -> subprocess.Popen[bytes]:
         """Start one `zorgpad worker` against this server and ``db_url``."""
-        process = self._spawn(name, [str(ZORGPAD), "worker", "--interval", "2", "--db", db_url,
+        process = self._spawn(name, [str(ZORGPAD), "worker", "--interval", "4", "--db", db_url,
                                      "--file", str(EXAMPLE)])
         self.processes.append(process)
         return process

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from faultcounts import count
 
-from tests.fuzz.fuzzkit import World, load_fhir_conftest, seed
+from tests.fuzz.fuzzkit import World, seeded_server
 
 #: Tallies that must stay 0, recorded up front so that the summary shows they were checked.
 MUST_BE_ZERO = ("fuzz: 5xx answers", "fuzz: stored by bad input", "fuzz: cross-organisation leaks",
@@ -23,13 +23,5 @@ def world(database_factory: Callable[[], str]) -> Iterator[World]:
     """
     for name in MUST_BE_ZERO:
         count(name, 0)
-    servers = load_fhir_conftest()
-    server = servers.start_server(database_factory())
-    try:
-        built = seed(server)
+    with seeded_server(database_factory()) as built:
         yield built
-        built.http.close()
-        if built.tables is not None:
-            built.tables.dispose()
-    finally:
-        servers.stop_server(server)

@@ -12,6 +12,8 @@ import importlib.util
 import json
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -212,6 +214,24 @@ def seed(server: Any) -> World:
             org.resources[f"AuditEvent/{entry['resource']['id']}"] = 1
         orgs.append(org)
     return World(server, orgs[0], orgs[1], http)
+
+
+@contextmanager
+def seeded_server(database_url: str, *, kill: bool = False) -> Iterator[World]:
+    """A `zorgpad serve` on ``database_url`` with organisations A and B seeded; stopped after (killed
+    first with ``kill``, for a server that may be stuck in a request)."""
+    servers = load_fhir_conftest()
+    server = servers.start_server(database_url)
+    try:
+        built = seed(server)
+        yield built
+        built.http.close()
+        if built.tables is not None:
+            built.tables.dispose()
+    finally:
+        if kill:
+            server.process.kill()
+        servers.stop_server(server)
 
 
 def leaks(world: World, bundle: Any) -> list[str]:

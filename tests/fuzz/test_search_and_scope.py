@@ -13,7 +13,7 @@ from faultcounts import count
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.fuzz.fuzzkit import FUZZ, FuzzPropertyError, World, leaks, load_fhir_conftest, seed
+from tests.fuzz.fuzzkit import FUZZ, FuzzPropertyError, World, leaks, seeded_server
 from tests.fuzz.strategies import INJECTIONS, nasty_text
 
 pytestmark = pytest.mark.slow
@@ -198,17 +198,8 @@ def _json(body: Any) -> bytes:
 @pytest.fixture(scope="class")
 def own_server(database_factory: Callable[[], str]) -> Iterator[World]:
     """A server of its own: a search that hangs must not stall the other tests (killed, not waited for)."""
-    servers = load_fhir_conftest()
-    server = servers.start_server(database_factory())
-    try:
-        built = seed(server)
+    with seeded_server(database_factory(), kill=True) as built:
         yield built
-        built.http.close()
-        if built.tables is not None:
-            built.tables.dispose()
-    finally:
-        server.process.kill()
-        servers.stop_server(server)
 
 
 class TestSearchCost:

@@ -51,7 +51,8 @@ def describe_fhir(document: JSON) -> JSON:
             if method in ("post", "put", "patch") and not path.endswith("/_search"):
                 media, schema = (("application/json-patch+json", "JSONPatch") if method == "patch"
                                  else (FHIR_JSON, "Resource"))
-                operation["requestBody"] = {"required": method != "post" or "$apply" not in path,
+                optional = path.endswith("/$apply")  # $apply may take its parameters from the URL alone
+                operation["requestBody"] = {"required": not optional,
                                             "content": {media: {"schema": {"$ref": f"#/components/schemas/{schema}"}}}}
             if path not in _PUBLIC:
                 operation["security"] = [{"bearer": []}]

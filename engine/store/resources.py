@@ -83,7 +83,8 @@ def held_rows(session: Session) -> dict[Any, Any]:
     return held
 
 
-def _forget_written(session: Session, rtype: str, rid: str) -> None:
+def _forget_written(session: Session, rtype: str) -> None:
+    """Drop the held reads that read resources of type ``rtype`` (one is being written)."""
     cache: dict[tuple[frozenset[str], Any], Any] | None = session.info.get(_READ_CACHE)
     if cache:
         for key in [k for k in cache if rtype in k[0]]:
@@ -141,7 +142,7 @@ def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *
     Sets ``meta.versionId`` and ``meta.lastUpdated``, writes history and rewrites the search index.
     """
     rtype, rid = str(resource["resourceType"]), str(resource["id"])
-    _forget_written(session, rtype, rid)
+    _forget_written(session, rtype)
     current = _current(session, rtype, rid)
     existed = current is not None
     previous = None if current is None or current.deleted else current.content

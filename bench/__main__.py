@@ -1,8 +1,9 @@
-"""``python -m bench [--full | --tiny] [--db sqlite|postgresql://…] [--out docs/benchmarks.md]``.
+"""``python -m bench [--full | --tiny] [--db sqlite|postgresql://…] [--only NAME,…] [--out docs/benchmarks.md]``.
 
 Builds the region once, runs the five benchmarks in order (transitions, latency, timers, memory, ingest:
 the ones that advance patients take them from the end of the region), prints the table and writes the
-markdown report.
+markdown report. ``--only`` runs some of them by short name (the report then has only their rows), and
+the region is built only when one of those needs it.
 """
 
 from __future__ import annotations
@@ -21,13 +22,30 @@ from pathlib import Path
 from bench import _region, ingest, latency, memory, report, timers, transitions
 from bench._common import FULL, REDUCED, REPO, TINY, Figure, Scratch, Sizes, load_average, machine
 
-BENCHMARKS: list[tuple[str, str, Callable[..., list[Figure]]]] = [
-    ("1. Pathway transitions", "durable transitions/s", transitions.run),
-    ("3. Event-to-handover latency", "p50 latency, ms", latency.run),
-    ("2. Timers", "reminders fired/s", timers.run),
-    ("4. Memory", "process memory per waiting enrolment, bytes", memory.run),
-    ("5. FHIR ingest", "Synthea resources/s", ingest.run),
+#: (short name for --only, benchmark, metric, run), in the order they run.
+BENCHMARKS: list[tuple[str, str, str, Callable[..., list[Figure]]]] = [
+    ("transitions", "1. Pathway transitions", "durable transitions/s", transitions.run),
+    ("latency", "3. Event-to-handover latency", "p50 latency, ms", latency.run),
+    ("timers", "2. Timers", "reminders fired/s", timers.run),
+    ("memory", "4. Memory", "process memory per waiting enrolment, bytes", memory.run),
+    ("ingest", "5. FHIR ingest", "Synthea resources/s", ingest.run),
 ]
+NAMES = [name for name, *_ in BENCHMARKS]
+
+
+def _only(value: str) -> list[str]:
+    """The short names given to ``--only``, checked against :data:`NAMES`."""
+    chosen = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in NAMES]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(NAMES)} (got {value!r})")
+    return chosen
+
+
+def _needs_region(chosen: list[str], sizes: Sizes) -> bool:
+    """Whether a chosen benchmark runs in the region (memory does only up to the region's size; ingest never)."""
+    return any(name in ("transitions", "latency", "timers") for name in chosen) or (
+        "memory" in chosen and sizes.memory_waiting <= sizes.patients)
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -40,6 +58,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"), help="where to write the report")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive-design baselines (shown as n/a)")
     parser.add_argument("--workdir", default=None, help="scratch folder (default: a new temporary one)")
+    parser.add_argument("--only", type=_only, default=NAMES, metavar="NAME[,NAME]",
+                        help=f"run only these benchmarks ({', '.join(NAMES)}); default: all")
     return parser.parse_args(argv)
 
 
@@ -67,12 +87,20 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     try:
         info = machine(arguments.db)
-        _log(f"bench: {sizes.name} sizes on {arguments.db}; building the region")
-        region = _region.build(scratch, sizes, workdir, log=_log)
-        copies = len(region.main_cohort) + len(region.lateness_cohort)
-        notes.append(f"Region set-up (not measured): one patient through the engine, {copies:,} copies of its "
-                     f"{region.rows_per_patient} rows in {region.setup_seconds:.0f} s; {'; '.join(region.notes)}.")
-        for benchmark, metric, run in BENCHMARKS:
+        region = None
+        if _needs_region(arguments.only, sizes):
+            _log(f"bench: {sizes.name} sizes on {arguments.db}; building the region")
+            region = _region.build(scratch, sizes, workdir, log=_log)
+            copies = len(region.main_cohort) + len(region.lateness_cohort)
+            notes.append(f"Region set-up (not measured): one patient through the engine, {copies:,} copies of "
+                         f"its {region.rows_per_patient} rows in {region.setup_seconds:.0f} s; "
+                         f"{'; '.join(region.notes)}.")
+        if arguments.only != NAMES:
+            notes.append(f"Only {', '.join(arguments.only)} ran (`--only`); "
+                         f"the region was {'built' if region is not None else 'not needed'}.")
+        for name, benchmark, metric, run in BENCHMARKS:
+            if name not in arguments.only:
+                continue
             _log(f"bench: {benchmark}")
             try:
                 figures.extend(run(region, scratch, sizes, workdir, log=_log))
@@ -88,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     figures.sort(key=lambda f: f.benchmark[:2])
     seconds = time.perf_counter() - started
     command = "python -m bench" + (" --full" if arguments.full else " --tiny" if arguments.tiny else "")
+    if arguments.only != NAMES:
+        command += f" --only {','.join(arguments.only)}"
     text = report.markdown(figures, info, sizes, started=started_at, seconds=seconds, command=command,
                            load=(load_start, load_average()), notes=notes)
     out = Path(arguments.out)

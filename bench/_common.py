@@ -46,7 +46,8 @@ class Sizes:
     #: Offered rate and duration of the event-to-handover latency run.
     latency_rate: float
     latency_seconds: float
-    #: Waiting enrolments for the memory measurement.
+    #: Waiting enrolments for the memory measurement: the region's patients when it has as many, else lean
+    #: copies in a database of their own (tiny sizes take that path too, so the tests cover it).
     memory_waiting: int
     #: Synthea bundles to post, spread over the sizes (0: all of them).
     synthea_bundles: int
@@ -62,7 +63,7 @@ class Sizes:
 
 
 TINY = Sizes("tiny", patients=200, pending_timers=1_000, transition_patients=5, transition_seconds=1,
-             timer_seconds=2, lateness_window=1, latency_rate=10, latency_seconds=1, memory_waiting=200,
+             timer_seconds=2, lateness_window=1, latency_rate=10, latency_seconds=1, memory_waiting=400,
              synthea_bundles=1, naive_patients=10, naive_pending=50, naive_due=10, warm_up=0.5)
 REDUCED = Sizes("reduced", patients=10_000, pending_timers=100_000, transition_patients=2_000,
                 transition_seconds=15, timer_seconds=20, lateness_window=6, latency_rate=200, latency_seconds=30,

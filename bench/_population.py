@@ -10,6 +10,13 @@ the engine can go on with.
 The template's story: identified by the Surprise Question at ``t0``, with a care team and a privacy
 Consent to share; the GP marks and invites the patient the same day; the PZP conversation becomes
 overdue at ``t0 + 28 d`` (first reminder sent); the second reminder is due at ``t0 + 35 d``.
+
+Ids the engine derives from the enrolment id (Tasks, Communications, letters: ``uuid5`` of the enrolment,
+step and round) are derived again for each copy, so the engine finds a copy's Tasks where it looks for them.
+
+A *lean* template (``build_template(..., lean=True)``) keeps only what makes a waiting enrolment engine
+state the server acts on (see :data:`LEAN_RESOURCES`): a million of those fit on disk, a million complete
+patients do not.
 """
 
 from __future__ import annotations
@@ -18,8 +25,9 @@ import json
 import re
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +35,8 @@ from typing import Any
 from sqlalchemy import JSON, Integer, Table, func, insert, select
 from sqlmodel import SQLModel
 from zorgpad.engine import Engine
+from zorgpad.engine._model import NoticeKind
+from zorgpad.engine._projection import _NAMESPACE as ENGINE_IDS
 from zorgpad.engine.registry import Registry
 from zorgpad.engine.store.db import Database
 from zorgpad.engine.store.tables import Timer
@@ -38,6 +48,19 @@ TEMPLATE_PATIENT = "bp0000000"
 SECOND_REMINDER = timedelta(days=35)
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _SKIP_TABLES = {"alembic_version", "api_token", "inbox"}
+#: How often :func:`populate` reports progress, in copies.
+PROGRESS_EVERY = 100_000
+#: The resources a lean copy keeps, current version only, with their search index rows: the Patient
+#: (the tick's notices name it; the GP role falls back to its generalPractitioner when no CareTeam names
+#: one) and the CarePlan (the enrolment over FHIR; the engine reads its activity list when a step opens).
+#: Left out, as nothing the engine needs while the enrolment waits: older versions, the Tasks (a reminder
+#: updates its step's Task only when there is one; a step that opens writes its own), the CareTeam, the
+#: Surprise Question Observation and sharing Consent (already facts on the enrolment), the Communications
+#: and outbox item of the notice already sent, and the audit trail.
+LEAN_RESOURCES = frozenset({"Patient", "CarePlan"})
+#: The tables of a lean copy: engine state, the resources above and their search index.
+LEAN_TABLES = frozenset({"enrolment", "step_run", "timer", "resource", "search_token", "search_reference",
+                         "search_date"})
 
 
 def patient_id(index: int) -> str:
@@ -106,6 +129,10 @@ class Template:
     rows: dict[str, list[list[Any]]]
     columns: dict[str, list[str]]
     uuids: list[str]
+    #: Which of ``uuids`` is the enrolment id.
+    enrolment_uuid: int = 0
+    #: Ids the engine derives from the enrolment id: uuid index → the ``uuid5`` name, ``{}`` for the enrolment.
+    derived: dict[int, str] = field(default_factory=dict)
 
     @property
     def rows_per_patient(self) -> int:
@@ -119,6 +146,9 @@ class Template:
         ``processors`` are the dialect's bind processors per column (None where the value goes as it is).
         """
         uuids = [f"{index:08x}{u[8:]}" for u in self.uuids]
+        enrolment = uuids[self.enrolment_uuid]
+        for position, name in self.derived.items():
+            uuids[position] = str(uuid.uuid5(ENGINE_IDS, name.format(enrolment)))
         patient = patient_id(index)
         out: dict[str, list[tuple[Any, ...]]] = {}
         for name, rows in self.rows.items():
@@ -145,8 +175,36 @@ def _json_columns(table: Table) -> set[str]:
     return {c.name for c in table.columns if isinstance(c.type, JSON)}
 
 
-def build_template(t0: datetime, workdir: Path | None = None) -> Template:
-    """Put the template patient through the engine in a scratch SQLite database and cut its rows."""
+def _derived(raw: dict[str, list[dict[str, Any]]], found: list[str]) -> dict[int, str]:
+    """Which found ids the engine derives from the enrolment id, as ``uuid5`` names with ``{}`` for it."""
+    enrolment = raw["enrolment"][0]["id"]
+    steps = [(run["step_id"], iteration) for run in raw["step_run"] for iteration in range(run["iteration"] + 2)]
+    names = [f"{kind}/{{}}/{step}/{iteration}" for step, iteration in steps for kind in ("task", "letter", "summary")]
+    names += [f"communication/{{}}/{step}/{iteration}/{notice.value}/{seq}"
+              for step, iteration in steps for notice in NoticeKind for seq in range(4)]
+    by_id = {str(uuid.uuid5(ENGINE_IDS, name.format(enrolment))): name for name in names}
+    return {position: by_id[u] for position, u in enumerate(found) if u in by_id}
+
+
+def _lean(raw: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """The rows of a waiting enrolment without its history (see :data:`LEAN_RESOURCES`)."""
+    kept = {(r["resource_type"], r["id"]) for r in raw["resource"] if r["resource_type"] in LEAN_RESOURCES}
+    lean: dict[str, list[dict[str, Any]]] = {}
+    for name, rows in raw.items():
+        if name == "resource":
+            lean[name] = [r for r in rows if (r["resource_type"], r["id"]) in kept]
+        elif name.startswith("search_"):
+            lean[name] = [r for r in rows if (r["resource_type"], r["resource_id"]) in kept]
+        elif name in LEAN_TABLES:
+            lean[name] = rows
+    return lean
+
+
+def build_template(t0: datetime, workdir: Path | None = None, *, lean: bool = False) -> Template:
+    """Put the template patient through the engine in a scratch SQLite database and cut its rows.
+
+    ``lean`` keeps only the rows a waiting enrolment needs (:data:`LEAN_RESOURCES`), not its history.
+    """
     folder = Path(tempfile.mkdtemp(prefix="zorgpad-template-", dir=workdir))
     database = Database(f"sqlite:///{folder / 'template.db'}")
     database.upgrade()
@@ -175,6 +233,8 @@ def build_template(t0: datetime, workdir: Path | None = None) -> Template:
                 (shared if is_shared else raw).setdefault(table.name, []).append(values)
     database.dispose()
     shutil.rmtree(folder, ignore_errors=True)
+    if lean:
+        raw = _lean(raw)
 
     found: list[str] = []
     for rows in raw.values():
@@ -201,7 +261,8 @@ def build_template(t0: datetime, workdir: Path | None = None) -> Template:
                     value = _cut(value, uuid_index)
                 values.append(value)
             cut[name].append(values)
-    return Template(t0, shared, cut, columns, found)
+    enrolment_uuid = found.index(raw["enrolment"][0]["id"])
+    return Template(t0, shared, cut, columns, found, enrolment_uuid, _derived(raw, found))
 
 
 def _batches(count: int, size: int) -> Iterator[range]:
@@ -210,11 +271,12 @@ def _batches(count: int, size: int) -> Iterator[range]:
 
 
 def populate(db_url: str, template: Template, count: int, shift: Callable[[int], timedelta], *,
-             batch: int = 250) -> None:
+             batch: int = 250, log: Callable[[str], None] | None = None) -> None:
     """Write the organisations and ``count`` copies of the template patient into ``db_url``.
 
     The copies go in as driver-level ``executemany`` of pre-rendered values (JSON as text), one
     transaction per ``batch`` patients: the cheapest way to write rows, since this is set-up, not measured.
+    ``log`` hears how far it got every :data:`PROGRESS_EVERY` copies.
     """
     database = Database(db_url)
     dialect = database.engine.dialect
@@ -244,6 +306,8 @@ def populate(db_url: str, template: Template, count: int, shift: Callable[[int],
             with database.engine.begin() as connection:
                 for name in order:
                     connection.exec_driver_sql(statements[name], collected[name])
+            if log is not None and (indexes.stop - 1) // PROGRESS_EVERY > (indexes.start - 1) // PROGRESS_EVERY:
+                log(f"    {indexes.stop - 1:,} of {count:,} copies written")
     finally:
         database.dispose()
 

@@ -11,8 +11,20 @@ from pathlib import Path
 
 import pytest
 
+from bench.report import COLUMNS
+
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS = ("1. Pathway transitions", "2. Timers", "3. Event-to-handover latency", "4. Memory", "5. FHIR ingest")
+
+
+def _bench(db_option: str, tmp_path: Path, *options: str) -> str:
+    """Run `python -m bench --no-naive` with ``options`` and return the report it wrote."""
+    out = tmp_path / "benchmarks.md"
+    done = subprocess.run([sys.executable, "-m", "bench", "--no-naive", *options, "--db", db_option,
+                           "--out", str(out), "--workdir", str(tmp_path / "work")],
+                          cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert 0 == done.returncode, done.stderr[-3000:]
+    return out.read_text()
 
 
 def _table(report: str) -> list[list[str]]:
@@ -28,13 +40,7 @@ class TestBenchHarness:
 
     def test_the_report_has_every_benchmark_with_a_numeric_ratio(self, db_option: str, tmp_path: Path) -> None:
         """Each of the five benchmarks has a row, and each has at least one numeric ours/baseline ratio."""
-        out = tmp_path / "benchmarks.md"
-        done = subprocess.run([sys.executable, "-m", "bench", "--tiny", "--no-naive", "--db", db_option,
-                               "--out", str(out), "--workdir", str(tmp_path / "work")],
-                              cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
-
-        assert 0 == done.returncode, done.stderr[-3000:]
-        report = out.read_text()
+        report = _bench(db_option, tmp_path, "--tiny")
         rows = _table(report)
         header = report.split("## Results", 1)[1].splitlines()[2]
         assert "ours / baseline" in header
@@ -52,3 +58,13 @@ class TestBenchHarness:
         assert "Machine and settings" in report
         assert "naive Prefect" in report
         assert "naive APScheduler" in report
+
+    def test_only_memory_reports_just_the_memory_row(self, db_option: str, tmp_path: Path) -> None:
+        """`--only memory` runs one benchmark: the table has only its row, and its figure is a number of bytes."""
+        report = _bench(db_option, tmp_path, "--only", "memory", "--tiny")
+
+        rows = [row for row in _table(report) if row[0]]
+        assert ["4. Memory"] == [row[0] for row in rows]
+        figure = rows[0][COLUMNS.index("Zorgpad")]
+        assert figure.endswith(" B"), figure
+        float(figure.removesuffix(" B").replace(",", ""))

@@ -12,7 +12,7 @@ from zorgpad.engine._dsl import Pathway, Step
 from zorgpad.engine._model import EnrolmentState
 from zorgpad.engine._roles import STANDARD_ROLES
 from zorgpad.engine.render.letters import display
-from zorgpad.engine.store.resources import get_resource, resources_of_patient
+from zorgpad.engine.store.resources import get_resource, prefetch_resources, resources_of_patient
 
 
 def letter_context(session: Session, pathway: type[Pathway], state: EnrolmentState, step: Step,
@@ -37,9 +37,12 @@ def letter_context(session: Session, pathway: type[Pathway], state: EnrolmentSta
         for name, criterion in criteria.items():
             if criterion.matches(resource):
                 resources[name].append(resource)
+    owners = {role.code: resolve(session, state.patient, role.code).owner if role.code else None
+              for role in STANDARD_ROLES + pathway.roles}
+    prefetch_resources(session, "Organization", [o.split("/", 1)[1] for o in owners.values() if o])
     organisations: dict[str, dict[str, Any]] = {}
     for role in STANDARD_ROLES + pathway.roles:
-        owner = resolve(session, state.patient, role.code).owner if role.code else None
+        owner = owners[role.code]
         org = get_resource(session, "Organization", owner.split("/", 1)[1]) if owner else None
         content: Mapping[str, Any] = org.content if org is not None else {}
         organisations[role.code] = {"reference": owner or "", "name": str(content.get("name") or owner or ""),

@@ -13,10 +13,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from sqlalchemy import delete, event, insert
+from sqlalchemy import bindparam, delete, event, update
 from sqlalchemy import select as select_core
-from sqlalchemy.orm import SessionTransaction
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import SessionTransaction, class_mapper, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, SQLModel, col, select
+from zorgpad.engine.store import batched
 from zorgpad.engine.store.search_params import params_for
 from zorgpad.engine.store.tables import (
     ResourceVersion,
@@ -118,51 +123,121 @@ def prefetch_resources(session: Session, resource_type: str, resource_ids: Itera
         held[(resource_type, rid)] = found.get(rid)
 
 
-def _current(session: Session, rtype: str, rid: str) -> StoredResource | None:
-    """The stored row of a resource about to be written, locked against concurrent writers.
+_RESOURCE = StoredResource.__table__  # type: ignore[attr-defined]
+_VERSION = ResourceVersion.__table__  # type: ignore[attr-defined]
+_KEY = (_RESOURCE.c.resource_type == bindparam("k_type")) & (_RESOURCE.c.id == bindparam("k_id"))
+_READ_ROW = select_core(_RESOURCE).where(_KEY)
+_READ_ROW_LOCKED = _READ_ROW.with_for_update()
+#: Insert a resource's first version, or nothing when the resource is already there (no row returned:
+#: psycopg reports no rowcount for ``ON CONFLICT DO NOTHING``).
+_INSERT_NEW = {"sqlite": sqlite_insert(_RESOURCE).on_conflict_do_nothing().returning(_RESOURCE.c.version_id),
+               "postgresql": postgresql_insert(_RESOURCE).on_conflict_do_nothing().returning(_RESOURCE.c.version_id)}
+_UPDATE_ROW = update(_RESOURCE).where(_KEY)
+#: The columns a write changes (the key never does).
+_WRITTEN = ("version_id", "last_updated", "deleted", "patient", "content")
+
+
+class _Unknown:
+    """Whether the row exists is not known yet (see :func:`_current`)."""
+
+
+UNKNOWN = _Unknown()
+
+
+def _attached(session: Session, values: Mapping[str, Any]) -> StoredResource:
+    """The session's object for a row known to be in the database, made from ``values`` without a query.
+
+    The object is built the way the ORM builds loaded rows, so it starts clean: put_resource writes the
+    row itself and only keeps the object in step (see :func:`_keep_in_step`).
+    """
+    stored: StoredResource = class_mapper(StoredResource).class_manager.new_instance()
+    for name, value in values.items():
+        set_committed_value(stored, name, value)
+    make_transient_to_detached(stored)
+    session.add(stored)
+    return stored
+
+
+def _keep_in_step(stored: StoredResource, values: Mapping[str, Any]) -> None:
+    for name in _WRITTEN:
+        set_committed_value(stored, name, values[name])
+
+
+def _current(session: Session, rtype: str, rid: str) -> StoredResource | _Unknown | None:
+    """The stored row of a resource about to be written, if this transaction knows it without a query.
 
     On SQLite the write transaction (``BEGIN IMMEDIATE``) already excludes every other writer, so a row
-    already in the session's identity map is current and needs no new ``SELECT``.
+    (or its absence) the transaction has already read is current. Elsewhere, and for rows not read yet,
+    the answer is :data:`UNKNOWN`: put_resource then tries the insert first (most writes are of new
+    resources) and reads the row, locked, only when it is there.
     """
     if session.get_bind().dialect.name != "sqlite":
-        return session.get(StoredResource, (rtype, rid), with_for_update=True)
+        return UNKNOWN
     held = held_rows(session)
     if (rtype, rid) in held:
         found: StoredResource | None = held[(rtype, rid)]
         return found
-    # Every row put_resource made in this transaction is held, so nothing pending needs flushing first.
-    with session.no_autoflush:
-        return session.get(StoredResource, (rtype, rid))
+    known: StoredResource | None = session.identity_map.get(identity_key(StoredResource, (rtype, rid)))
+    return UNKNOWN if known is None else known
+
+
+def _read_locked(session: Session, rtype: str, rid: str) -> StoredResource:
+    """The row of a resource known to exist, read (``FOR UPDATE`` on PostgreSQL) into the session."""
+    locking = session.get_bind().dialect.name != "sqlite"
+    row = session.connection().execute(_READ_ROW_LOCKED if locking else _READ_ROW,
+                                       {"k_type": rtype, "k_id": rid}).mappings().one()
+    values = dict(row)
+    known: StoredResource | None = session.identity_map.get(identity_key(StoredResource, (rtype, rid)))
+    if known is None:
+        return _attached(session, values)
+    _keep_in_step(known, values)
+    return known
+
+
+def _versioned(resource: Mapping[str, Any], version: int, now: datetime) -> JSON:
+    content: JSON = copy.deepcopy(dict(resource))
+    meta = dict(content.get("meta") or {})
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = now.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    content["meta"] = meta
+    return content
 
 
 def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *,
                  method: str = "PUT", deleted: bool = False) -> StoredResource:
     """Store a new version of ``resource`` (which must have ``resourceType`` and ``id``).
 
-    Sets ``meta.versionId`` and ``meta.lastUpdated``, writes history and rewrites the search index.
+    Sets ``meta.versionId`` and ``meta.lastUpdated``, writes history and rewrites the search index. The
+    rows are written at once with core statements; the session's object for the resource is kept in step
+    without being flushed.
     """
     rtype, rid = str(resource["resourceType"]), str(resource["id"])
     _forget_written(session, rtype)
+    connection = session.connection()
     current = _current(session, rtype, rid)
-    existed = current is not None
-    previous = None if current is None or current.deleted else current.content
-    version = current.version_id + 1 if current else 1
-    content: JSON = copy.deepcopy(dict(resource))
-    meta = dict(content.get("meta") or {})
-    meta["versionId"] = str(version)
-    meta["lastUpdated"] = now.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    content["meta"] = meta
-    if current is None:
-        current = StoredResource(resource_type=rtype, id=rid, last_updated=now)
-    current.version_id = version
-    current.last_updated = now
-    current.deleted = deleted
-    current.patient = patient_of(content)
-    current.content = content
-    session.add(current)
-    session.connection().execute(insert(ResourceVersion.__table__), {  # type: ignore[attr-defined]
-        "resource_type": rtype, "id": rid, "version_id": version, "last_updated": now, "method": method,
-        "deleted": deleted, "content": None if deleted else content})
+    content = _versioned(resource, 1, now)
+    values = {"version_id": 1, "last_updated": now, "deleted": deleted, "patient": patient_of(content),
+              "content": content}
+    created = False
+    if current is None or current is UNKNOWN:
+        statement = _INSERT_NEW[session.get_bind().dialect.name]
+        created = connection.execute(statement, {"resource_type": rtype, "id": rid, **values}).first() is not None
+        if not created:
+            current = _read_locked(session, rtype, rid)
+    if created:
+        previous = None
+        current = _attached(session, {"resource_type": rtype, "id": rid, **values})
+    else:
+        assert isinstance(current, StoredResource)
+        previous = None if current.deleted else current.content
+        values["version_id"] = current.version_id + 1
+        values["content"] = content = _versioned(resource, current.version_id + 1, now)
+        connection.execute(_UPDATE_ROW, {"k_type": rtype, "k_id": rid, **values})
+        _keep_in_step(current, values)
+    batched.add(connection, _VERSION, [{
+        "resource_type": rtype, "id": rid, "version_id": values["version_id"], "last_updated": now,
+        "method": method, "deleted": deleted, "content": None if deleted else content}])
+    existed = not created
     _reindex(session, content, deleted, existed=existed)
     held_rows(session)[(rtype, rid)] = current
     for listener in session.info.get("resource_listeners", ()):
@@ -236,25 +311,34 @@ def _reindex(session: Session, resource: JSON, deleted: bool, *, existed: bool) 
     rtype, rid = resource["resourceType"], resource["id"]
     wanted = {table: [] for table in _INDEX_COLUMNS} if deleted else index_rows(resource)
     connection = session.connection()
-    for table, columns in _INDEX_COLUMNS.items():
+    for table, (read, remove) in _INDEX_STATEMENTS.items():
         core = table.__table__  # type: ignore[attr-defined]
+        columns = _INDEX_COLUMNS[table]
         missing = Counter(wanted[table])
         if existed:
-            owner = (core.c.resource_type == rtype) & (core.c.resource_id == rid)
             surplus: list[int] = []
-            for pk, *values in connection.execute(select_core(core.c.pk, *(core.c[c] for c in columns))
-                                                  .where(owner)):
+            for pk, *values in connection.execute(read, {"k_type": rtype, "k_id": rid}):
                 row = tuple(values)
                 if missing[row] > 0:
                     missing[row] -= 1
                 else:
                     surplus.append(pk)
             if surplus:
-                connection.execute(delete(core).where(core.c.pk.in_(surplus)))
+                connection.execute(remove, {"pks": surplus})
         added = [{"resource_type": rtype, "resource_id": rid, **dict(zip(columns, row, strict=True))}
                  for row in missing.elements()]
-        if added:
-            connection.execute(insert(core), added)
+        batched.add(connection, core, added)
+
+
+def _index_statements(table: type[SQLModel]) -> tuple[Any, Any]:
+    """The statements reading a resource's rows of one index table and deleting some of them by key."""
+    core = table.__table__  # type: ignore[attr-defined]
+    owner = (core.c.resource_type == bindparam("k_type")) & (core.c.resource_id == bindparam("k_id"))
+    read = select_core(core.c.pk, *(core.c[c] for c in _INDEX_COLUMNS[table])).where(owner)
+    return read, delete(core).where(core.c.pk.in_(bindparam("pks", expanding=True)))
+
+
+_INDEX_STATEMENTS = {table: _index_statements(table) for table in _INDEX_COLUMNS}
 
 
 def values_at(node: Any, parts: list[str]) -> Iterator[Any]:

@@ -1,0 +1,102 @@
+"""Inserts that wait in their transaction and reach the database as one ``executemany`` per table.
+
+A pathway transition writes several resources, and each resource a history row and up to three kinds of
+search-index rows; sent one by one, that is one statement (with its fixed cost in the driver and in
+SQLAlchemy) per table per resource. Instead :func:`add` keeps the rows on the connection, and they are
+sent together, in the order they were added, before anything could see their absence:
+
+- before every statement that may touch a table with waiting rows (a statement whose tables cannot be
+  told, raw SQL included, counts as touching them), so reads in the same transaction see them;
+- before a savepoint starts (rolling back to it then drops exactly what was added after it);
+- before the commit. A rollback drops them with the rest of the transaction.
+
+Rows whose generated keys someone needs must not wait here.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Insert, Table, event, insert
+from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.expression import TableClause
+from sqlalchemy.sql.util import find_tables
+
+_PENDING = "zorgpad.pending_inserts"
+_TABLES = "_zorgpad_tables"
+_INSTALLED: weakref.WeakSet[Engine] = weakref.WeakSet()
+_INSERTS: dict[Table, Insert] = {}
+
+__all__ = ["add", "send"]
+
+
+def add(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Queue ``rows`` for ``table`` in the connection's transaction."""
+    if not rows:
+        return
+    _install(connection.engine)
+    pending: dict[Table, list[dict[str, Any]]] = connection.info.setdefault(_PENDING, {})
+    pending.setdefault(table, []).extend(rows)
+
+
+def send(connection: Connection) -> None:
+    """Write every waiting row now, one ``executemany`` per table."""
+    pending: dict[Table, list[dict[str, Any]]] | None = connection.info.pop(_PENDING, None)
+    for table, rows in (pending or {}).items():
+        statement = _INSERTS.get(table)
+        if statement is None:
+            statement = _INSERTS[table] = insert(table)
+        connection.execute(statement, rows)
+
+
+def _drop(connection: Connection, *_: Any) -> None:
+    connection.info.pop(_PENDING, None)
+
+
+def _send_first(connection: Connection, element: Any, multiparams: Any, params: Any,
+                _options: Any) -> tuple[Any, Any, Any]:
+    pending = connection.info.get(_PENDING)
+    if pending and _may_touch(element, pending.keys()):
+        send(connection)
+    return element, multiparams, params
+
+
+def _may_touch(element: Any, waiting: Iterable[Table]) -> bool:
+    """Whether ``element`` may read or write a table with waiting rows (when in doubt: yes)."""
+    names = {table.name for table in waiting}
+    if isinstance(element, Insert) and element.select is None:
+        return element.table.name in names
+    if not isinstance(element, ClauseElement):
+        return True
+    found = _tables_of(element)
+    return not found or bool(found & names)
+
+
+def _tables_of(element: ClauseElement) -> frozenset[str]:
+    """The names of the tables a statement mentions, subqueries included, remembered on the statement
+    (statements do not change once built; the ORM and this package reuse theirs)."""
+    memo: frozenset[str] | None = element.__dict__.get(_TABLES)
+    if memo is None:
+        # By name: the ORM hands over annotated copies of tables, and aliases are searched through.
+        memo = frozenset(t.name for t in find_tables(element, check_columns=True, include_joins=True,
+                                                     include_selects=True, include_crud=True)
+                         if isinstance(t, TableClause))
+        element.__dict__[_TABLES] = memo
+    return memo
+
+
+def _send_before(connection: Connection, *_: Any) -> None:
+    send(connection)
+
+
+def _install(engine: Engine) -> None:
+    if engine in _INSTALLED:
+        return
+    event.listen(engine, "before_execute", _send_first, retval=True)
+    event.listen(engine, "savepoint", _send_before)
+    event.listen(engine, "commit", _send_before)
+    event.listen(engine, "rollback", _drop)
+    event.listen(engine, "rollback_savepoint", _drop)
+    _INSTALLED.add(engine)

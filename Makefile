@@ -61,7 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench --db $(BENCH_DB)
 
 bench-full: $(STAMP)
-	$(BIN)/python -m bench --full --db $(BENCH_DB)
+	$(BIN)/python -m bench --full --db $(BENCH_DB) --out docs/benchmarks-full.md
 
 # Re-resolve the pinned set after changing dependencies in pyproject.toml.
 lock:

@@ -20,7 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import SessionTransaction, class_mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
-from sqlmodel import Session, SQLModel, col, select
+from sqlmodel import Session, SQLModel
 from zorgpad.engine.store import batched
 from zorgpad.engine.store.search_params import params_for
 from zorgpad.engine.store.tables import (
@@ -103,11 +103,15 @@ def get_resource(session: Session, resource_type: str, resource_id: str) -> Stor
     """
     held = held_rows(session)
     key = (resource_type, resource_id)
-    if key in held:
-        found: StoredResource | None = held[key]
-        return found
-    stored = held[key] = session.get(StoredResource, key)
-    return stored
+    if key not in held:
+        known = session.identity_map.get(identity_key(StoredResource, key))
+        if known is None:
+            row = session.connection().execute(_READ_ROW, {"k_type": resource_type, "k_id": resource_id}
+                                               ).mappings().first()
+            known = None if row is None else _attached(session, dict(row))
+        held[key] = known
+    found: StoredResource | None = held[key]
+    return found
 
 
 def prefetch_resources(session: Session, resource_type: str, resource_ids: Iterable[str]) -> None:
@@ -116,11 +120,12 @@ def prefetch_resources(session: Session, resource_type: str, resource_ids: Itera
     wanted = sorted({rid for rid in resource_ids if (resource_type, rid) not in held})
     if not wanted:
         return
-    query = select(StoredResource).where(StoredResource.resource_type == resource_type,
-                                         col(StoredResource.id).in_(wanted))
-    found = {row.id: row for row in session.exec(query)}
+    query = select_core(_RESOURCE).where(_RESOURCE.c.resource_type == resource_type, _RESOURCE.c.id.in_(wanted))
+    rows = {row["id"]: dict(row) for row in session.connection().execute(query).mappings()}
     for rid in wanted:
-        held[(resource_type, rid)] = found.get(rid)
+        row = rows.get(rid)
+        known = session.identity_map.get(identity_key(StoredResource, (resource_type, rid)))
+        held[(resource_type, rid)] = known if known is not None or row is None else _attached(session, row)
 
 
 _RESOURCE = StoredResource.__table__  # type: ignore[attr-defined]
@@ -263,12 +268,11 @@ def resources_of_patient(session: Session, patient: str, resource_types: set[str
 
 
 def _read_resources_of_patient(session: Session, patient: str, resource_types: set[str] | None) -> Iterator[JSON]:
-    query = select(StoredResource).where(StoredResource.patient == patient,
-                                         col(StoredResource.deleted).is_(False))
+    query = select_core(_RESOURCE.c.content).where(_RESOURCE.c.patient == patient, _RESOURCE.c.deleted.is_(False))
     if resource_types:
-        query = query.where(col(StoredResource.resource_type).in_(sorted(resource_types)))
-    for row in session.exec(query):
-        yield row.content
+        query = query.where(_RESOURCE.c.resource_type.in_(sorted(resource_types)))
+    for (content,) in session.connection().execute(query):
+        yield content
 
 
 # -- search index -------------------------------------------------------------------------------------

@@ -94,9 +94,11 @@ def save_state(session: Session, state: EnrolmentState, before: EnrolmentState |
                row: Enrolment | None = None) -> Enrolment:
     """Write ``state``; only the step rows that changed since ``before`` are touched."""
     if row is None:
-        row = session.get(Enrolment, state.id) or Enrolment(
-            id=state.id, patient=state.patient, pathway_id=state.pathway_id, pathway_version=state.version,
-            status=state.status.value, enrolled_at=state.enrolled_at)
+        row = session.get(Enrolment, state.id)
+    if row is None:
+        row = Enrolment(id=state.id, patient=state.patient, pathway_id=state.pathway_id,
+                        pathway_version=state.version, status=state.status.value, enrolled_at=state.enrolled_at)
+        _forget_enrolments_of(session, state.patient)
     row.pathway_id, row.pathway_version = state.pathway_id, state.version
     row.status = state.status.value
     row.ended_at = state.ended_at
@@ -129,9 +131,29 @@ def save_state(session: Session, state: EnrolmentState, before: EnrolmentState |
 
 
 def active_enrolments_of(session: Session, patient: str, *, lock: bool = False) -> list[Enrolment]:
-    """The patient's active enrolments (locked in id order when ``lock``)."""
-    query = select(Enrolment).where(Enrolment.patient == patient,
-                                    Enrolment.status == EnrolmentStatus.ACTIVE.value).order_by(col(Enrolment.id))
-    if lock:
-        query = query.with_for_update()
-    return list(session.exec(query))
+    """The patient's active enrolments (locked in id order when ``lock``).
+
+    The patient's enrolment rows are read once per transaction (a Bundle of one patient's record asks for
+    every entry) and filtered on their current status here, so an enrolment that ends or starts later in
+    the transaction is seen as it is then; :func:`save_state` forgets the rows when it adds one.
+    """
+    held = held_rows(session)
+    rows: list[Enrolment] | None = held.get(_of_patient(patient, locked=True))
+    if rows is None and not lock:
+        rows = held.get(_of_patient(patient, locked=False))
+    if rows is None:
+        query = select(Enrolment).where(Enrolment.patient == patient).order_by(col(Enrolment.id))
+        if lock:
+            query = query.with_for_update()
+        rows = held[_of_patient(patient, locked=lock)] = list(session.exec(query))
+    return [row for row in rows if row.status == EnrolmentStatus.ACTIVE.value]
+
+
+def _of_patient(patient: str, *, locked: bool) -> tuple[Any, ...]:
+    return (Enrolment, "of-patient", patient, locked)
+
+
+def _forget_enrolments_of(session: Session, patient: str) -> None:
+    held = held_rows(session)
+    for locked in (True, False):
+        held.pop(_of_patient(patient, locked=locked), None)

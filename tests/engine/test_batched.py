@@ -115,9 +115,12 @@ class TestBatchedInserts:
 
     def test_a_rollback_drops_waiting_rows_and_the_next_transaction_starts_clean(self, db: Database) -> None:
         """Rows left waiting by a failed transaction never reach a later one on the same pooled connection."""
-        with pytest.raises(RuntimeError), db.transaction() as session:
+        def failing(session: Session) -> None:
             put_resource(session, _condition("c1", "rolled-back"), T0)
             raise RuntimeError("the work failed")
+
+        with pytest.raises(RuntimeError):
+            db.run(failing)
 
         with db.transaction() as session:
             put_resource(session, _condition("c2", "committed"), T0)
@@ -131,11 +134,14 @@ class TestBatchedInserts:
     def test_a_failing_send_fails_the_commit_and_keeps_nothing(self, db: Database) -> None:
         """A waiting row the database refuses surfaces as an error from the transaction, which keeps nothing."""
         table = ResourceVersion.__table__  # type: ignore[attr-defined]
-        with pytest.raises(IntegrityError), db.transaction() as session:
+        def clashing(session: Session) -> None:
             put_resource(session, _condition("c1", "refused"), T0)
             batched.add(session.connection(), table, [{  # a second version 1 of c1: a primary-key clash
                 "resource_type": "Condition", "id": "c1", "version_id": 1, "last_updated": T0, "method": "PUT",
                 "deleted": False, "content": None}])
+
+        with pytest.raises(IntegrityError):
+            db.run(clashing)
 
         with db.transaction() as session:
             assert 0 == _tokens(session, "refused")

@@ -13,7 +13,7 @@ from zorgpad.engine._model import EnrolmentState, StepRun
 from zorgpad.engine._states import EnrolmentStatus, StepState
 from zorgpad.engine.errors import ConfigurationError
 from zorgpad.engine.store.db import ENV_VAR, Database, database_url
-from zorgpad.engine.store.enrolments import load_state, save_state
+from zorgpad.engine.store.enrolments import active_enrolments_of, load_state, save_state
 from zorgpad.engine.store.resources import get_resource, patient_of, put_resource
 from zorgpad.engine.store.tables import (
     AuditEntry,
@@ -390,3 +390,39 @@ class TestDatabase:
             db.run(work)
 
         assert 1 == len(calls)
+
+
+class TestActiveEnrolmentsOf:
+    """active_enrolments_of reads a patient's enrolments once per transaction and still answers as they
+    are at the moment of asking."""
+
+    def test_an_enrolment_saved_later_in_the_transaction_is_seen(self, db: Database) -> None:
+        def work(session: Session) -> tuple[list[str], list[str]]:
+            before = [row.id for row in active_enrolments_of(session, "Patient/p1", lock=True)]
+            save_state(session, _state(), None)
+            return before, [row.id for row in active_enrolments_of(session, "Patient/p1", lock=True)]
+
+        assert ([], ["e1"]) == db.run(work)
+
+    def test_an_enrolment_that_ends_in_the_transaction_drops_out(self, db: Database) -> None:
+        db.run(lambda s: save_state(s, _state(), None))
+
+        def work(session: Session) -> tuple[list[str], list[str]]:
+            rows = active_enrolments_of(session, "Patient/p1")
+            before = _state()
+            ended = before.copy()
+            ended.status, ended.ended_at, ended.end_reason = EnrolmentStatus.WITHDRAWN, T1, "moved away"
+            save_state(session, ended, before, rows[0])
+            return [row.id for row in rows], [row.id for row in active_enrolments_of(session, "Patient/p1")]
+
+        assert (["e1"], []) == db.run(work)
+
+    def test_only_the_patients_own_enrolments_in_id_order(self, db: Database) -> None:
+        for eid, patient in (("e2", "Patient/p1"), ("e1", "Patient/p1"), ("e3", "Patient/p2")):
+            state = _state()
+            state.id, state.patient = eid, patient
+            db.run(lambda s, state=state: save_state(s, state, None))
+
+        ids = db.run(lambda s: [row.id for row in active_enrolments_of(s, "Patient/p1", lock=True)])
+
+        assert ["e1", "e2"] == ids

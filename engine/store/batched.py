@@ -7,7 +7,8 @@ sent together, in the order they were added, before anything could see their abs
 
 - before every statement that may touch a table with waiting rows (a statement whose tables cannot be
   told, raw SQL included, counts as touching them), so reads in the same transaction see them;
-- before a savepoint starts (rolling back to it then drops exactly what was added after it);
+- before a savepoint starts; inside a savepoint rows are not held at all but written at once, so a row the
+  database refuses fails the savepoint's own work (a batch Bundle entry), as it always did;
 - before the commit. A rollback drops them with the rest of the transaction.
 
 Rows whose generated keys someone needs must not wait here.
@@ -26,17 +27,21 @@ from sqlalchemy.sql.util import find_tables
 
 _PENDING = "zorgpad.pending_inserts"
 _TABLES = "_zorgpad_tables"
+_SAVEPOINTS = "zorgpad.open_savepoints"
 _INSTALLED: weakref.WeakSet[Engine] = weakref.WeakSet()
 _INSERTS: dict[Table, Insert] = {}
 
-__all__ = ["add", "send"]
+__all__ = ["add", "install", "send"]
 
 
 def add(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """Queue ``rows`` for ``table`` in the connection's transaction."""
     if not rows:
         return
-    _install(connection.engine)
+    install(connection.engine)
+    if connection.info.get(_SAVEPOINTS):
+        connection.execute(_insert(table), rows)
+        return
     pending: dict[Table, list[dict[str, Any]]] = connection.info.setdefault(_PENDING, {})
     pending.setdefault(table, []).extend(rows)
 
@@ -45,14 +50,33 @@ def send(connection: Connection) -> None:
     """Write every waiting row now, one ``executemany`` per table."""
     pending: dict[Table, list[dict[str, Any]]] | None = connection.info.pop(_PENDING, None)
     for table, rows in (pending or {}).items():
-        statement = _INSERTS.get(table)
-        if statement is None:
-            statement = _INSERTS[table] = insert(table)
-        connection.execute(statement, rows)
+        connection.execute(_insert(table), rows)
+
+
+def _insert(table: Table) -> Insert:
+    statement = _INSERTS.get(table)
+    if statement is None:
+        statement = _INSERTS[table] = insert(table)
+    return statement
 
 
 def _drop(connection: Connection, *_: Any) -> None:
     connection.info.pop(_PENDING, None)
+    connection.info.pop(_SAVEPOINTS, None)
+
+
+def _savepoint_starts(connection: Connection, *_: Any) -> None:
+    send(connection)
+    connection.info[_SAVEPOINTS] = connection.info.get(_SAVEPOINTS, 0) + 1
+
+
+def _savepoint_ends(connection: Connection, *_: Any) -> None:
+    connection.info[_SAVEPOINTS] = max(0, connection.info.get(_SAVEPOINTS, 0) - 1)
+
+
+def _commits(connection: Connection, *_: Any) -> None:
+    send(connection)
+    connection.info.pop(_SAVEPOINTS, None)
 
 
 def _send_first(connection: Connection, element: Any, multiparams: Any, params: Any,
@@ -87,16 +111,15 @@ def _tables_of(element: ClauseElement) -> frozenset[str]:
     return memo
 
 
-def _send_before(connection: Connection, *_: Any) -> None:
-    send(connection)
-
-
-def _install(engine: Engine) -> None:
+def install(engine: Engine) -> None:
+    """Watch ``engine``'s statements, savepoints and transaction ends (done when a Database opens it, so
+    that savepoints begun before the first :func:`add` are counted too)."""
     if engine in _INSTALLED:
         return
     event.listen(engine, "before_execute", _send_first, retval=True)
-    event.listen(engine, "savepoint", _send_before)
-    event.listen(engine, "commit", _send_before)
+    event.listen(engine, "savepoint", _savepoint_starts)
+    event.listen(engine, "release_savepoint", _savepoint_ends)
+    event.listen(engine, "rollback_savepoint", _savepoint_ends)
+    event.listen(engine, "commit", _commits)
     event.listen(engine, "rollback", _drop)
-    event.listen(engine, "rollback_savepoint", _drop)
     _INSTALLED.add(engine)

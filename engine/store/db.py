@@ -20,6 +20,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 from zorgpad.engine.errors import ConfigurationError
+from zorgpad.engine.store import batched
 
 DEFAULT_URL = "sqlite:///zorgpad.db"
 ENV_VAR = "ZORGPAD_DATABASE_URL"
@@ -65,6 +66,7 @@ class Database:
         else:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(self.url, **kwargs)
+        batched.install(self.engine)
         #: Called as ``listener(session, stored, previous, now)`` after every resource write, inside the
         #: writing transaction (the FHIR layer queues Subscription notifications this way).
         self.resource_listeners: list[Callable[..., None]] = []

@@ -146,3 +146,32 @@ class TestBatchedInserts:
         with db.transaction() as session:
             assert 0 == _tokens(session, "refused")
             assert [] == session.exec(select(col(StoredResource.id))).all()
+
+    def test_a_row_refused_inside_a_savepoint_fails_that_savepoint_only(self, db: Database) -> None:
+        """As a batch Bundle entry does: the entry's own error surfaces when its savepoint ends, and the
+        transaction goes on with what came before and after it."""
+        table = ResourceVersion.__table__  # type: ignore[attr-defined]
+        with db.transaction() as session:
+            put_resource(session, _condition("c1", "before"), T0)
+            with pytest.raises(IntegrityError), session.begin_nested():
+                batched.add(session.connection(), table, [{
+                    "resource_type": "Condition", "id": "c1", "version_id": 1, "last_updated": T0,
+                    "method": "PUT", "deleted": False, "content": None}])
+            put_resource(session, _condition("c2", "after"), T0)
+
+        with db.transaction() as session:
+            assert [("c1", 1), ("c2", 1)] == sorted(session.exec(select(ResourceVersion.id,
+                                                                        ResourceVersion.version_id)).all())
+            assert (1, 1) == (_tokens(session, "before"), _tokens(session, "after"))
+
+    def test_a_savepoint_begun_before_the_first_write_is_counted(self, db_url: str) -> None:
+        """A fresh Database whose first transaction opens a savepoint before any write: the rows written in
+        it are not held past it."""
+        database = Database(db_url)
+        try:
+            with database.transaction() as session:
+                with session.begin_nested():
+                    put_resource(session, _condition("c1", "in-savepoint"), T0)
+                    assert {} == session.connection().info.get("zorgpad.pending_inserts", {})
+        finally:
+            database.dispose()

@@ -1,8 +1,8 @@
 """The region every engine benchmark runs in: waiting enrolments anchored to the real clock.
 
-``patients`` copies of the template patient (see :mod:`bench._population`) whose next reminder falls in
-one minute starting ``remind_at`` (a day from now), plus a smaller *lateness cohort* whose reminders are
-re-timed to the real clock just before the lateness run, and timers due next year topped up to
+``patients`` (plus ``spare``) copies of the template patient (see :mod:`bench._population`) whose next
+reminder falls in one minute starting ``remind_at`` (a day from now), plus a smaller *lateness cohort*
+whose reminders are re-timed to the real clock just before the lateness run, and timers due next year topped up to
 ``pending_timers``. Patients are taken from the end of the main cohort for the transitions and latency
 runs; the timers benchmark counts what is still due when it starts.
 """
@@ -39,11 +39,17 @@ class Region:
     notes: list[str] = field(default_factory=list)
 
     def take(self, count: int) -> list[tuple[str, str]]:
-        """(enrolment id, patient id) of ``count`` patients of the main cohort nobody has used yet."""
+        """(enrolment id, patient id) of ``count`` patients of the main cohort nobody has used yet, the last
+        first: a run that uses only the first few can :meth:`give_back` the rest."""
         end = len(self.main_cohort) - self._taken
         start = max(0, end - count)
         self._taken += end - start
-        return [(e, _population.patient_id(self.main_index(e))) for e in self.main_cohort[start:end]]
+        return [(e, _population.patient_id(self.main_index(e))) for e in reversed(self.main_cohort[start:end])]
+
+    def give_back(self, taken: list[tuple[str, str]], used: int) -> None:
+        """Return the patients of the latest :meth:`take` after the first ``used``, untouched, for the
+        benchmarks that follow (a time-boxed run seldom gets through all it took)."""
+        self._taken -= len(taken) - min(used, len(taken))
 
     def main_index(self, enrolment_id: str) -> int:
         """The copy index of an enrolment id (its first 8 hex digits)."""
@@ -66,7 +72,8 @@ def build(scratch: Scratch, sizes: Sizes, workdir: Path, *, log: Callable[[str],
     t0 = remind_at - _population.SECOND_REMINDER
     lateness = max(1, round(sizes.patients * sizes.lateness_window / 60))
     template = _population.build_template(t0, workdir)
-    main_spacing = 60 / sizes.patients
+    main = sizes.patients + sizes.spare
+    main_spacing = 60 / main
 
     def shift(index: int) -> timedelta:
         if index <= lateness:
@@ -74,12 +81,12 @@ def build(scratch: Scratch, sizes: Sizes, workdir: Path, *, log: Callable[[str],
         return timedelta(seconds=(index - lateness - 1) * main_spacing)
 
     db_url = scratch.new("region")
-    log(f"  region: copying {lateness + sizes.patients:,} patients ({template.rows_per_patient} rows each)")
-    _population.populate(db_url, template, lateness + sizes.patients, shift)
+    log(f"  region: copying {lateness + main:,} patients ({template.rows_per_patient} rows each)")
+    _population.populate(db_url, template, lateness + main, shift)
     ids = _enrolments(db_url)
     ids_by_index = {int(e[:8], 16): e for e in ids}
     lateness_cohort = [ids_by_index[i] for i in range(1, lateness + 1)]
-    main_cohort = [ids_by_index[i] for i in range(lateness + 1, lateness + sizes.patients + 1)]
+    main_cohort = [ids_by_index[i] for i in range(lateness + 1, lateness + main + 1)]
     topped = _population.top_up_timers(db_url, sizes.pending_timers, ids, now + timedelta(days=365))
     region = Region(db_url, remind_at, lateness_cohort, main_cohort, template.rows_per_patient,
                     time.perf_counter() - started)

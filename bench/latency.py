@@ -34,6 +34,8 @@ from bench.baselines.floor import Floor
 TARGET_P50_MS = 10.0
 TARGET_P99_MS = 50.0
 IN_FLIGHT = 64
+#: Patients per query when reading their Tasks (SQLite allows 32,766 parameters in one statement).
+_CHUNK = 5_000
 
 
 @dataclass
@@ -49,10 +51,12 @@ def _conversation_tasks(db_url: str, patients: list[tuple[str, str]]) -> dict[st
     """enrolment id -> the current conversation Task of each patient (read before the run)."""
     wanted = {f"{enrolment_id}/conversation/0": enrolment_id for enrolment_id, _ in patients}
     database = Database(db_url)
+    rows: list[dict[str, Any]] = []
     try:
-        rows = database.run(lambda s: s.exec(select(StoredResource.content).where(
-            StoredResource.resource_type == "Task",
-            StoredResource.patient.in_([f"Patient/{p}" for _, p in patients]))).all())  # type: ignore[union-attr]
+        for start in range(0, len(patients), _CHUNK):
+            chunk = [f"Patient/{p}" for _, p in patients[start:start + _CHUNK]]
+            rows += database.run(lambda s, chunk=chunk: s.exec(select(StoredResource.content).where(
+                StoredResource.resource_type == "Task", StoredResource.patient.in_(chunk))).all())  # type: ignore[union-attr]
     finally:
         database.dispose()
     found: dict[str, dict[str, Any]] = {}
@@ -119,7 +123,7 @@ def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
         log: Callable[[str], None] = print) -> list[Figure]:
     """Serve the region, offer the load, measure; then the floor."""
     offered = round(sizes.latency_rate * sizes.latency_seconds)
-    patients = region.take(min(offered, len(region.main_cohort) // 3))
+    patients = region.take(min(offered, len(region.main_cohort) // 3, 30_000))
     tasks = _conversation_tasks(region.db_url, patients)
     server = _server.start(region.db_url)
     try:
@@ -133,6 +137,7 @@ def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
         after = row_counts(region.db_url)
     finally:
         server.stop()
+    region.give_back(patients, result.sent)
     answered = len(result.latencies)
     per_message = {name: round((after[name] - before[name]) / answered) for name in after if answered}
     floor = Floor(region.db_url)

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert
-from sqlmodel import Session, col
+from sqlalchemy import bindparam, delete, insert
+from sqlmodel import Session
 from zorgpad.engine._assign import patient_label, resolve
 from zorgpad.engine._criteria import holds
 from zorgpad.engine._dsl import Pathway, Step
@@ -40,12 +40,16 @@ from zorgpad.engine._projection import (
 )
 from zorgpad.engine.render.letters import language
 from zorgpad.engine.render.messages import render_notice
+from zorgpad.engine.store import batched
 from zorgpad.engine.store.audit import Actor, audit
 from zorgpad.engine.store.enrolments import save_state
 from zorgpad.engine.store.resources import get_resource, put_resource, resources_of_patient
 from zorgpad.engine.store.tables import Enrolment, OutboxItem, Timer
 
 NOTIFY_CHANNEL = "notify"
+_TIMER = Timer.__table__  # type: ignore[attr-defined]
+_CANCEL_ALL = delete(_TIMER).where(_TIMER.c.enrolment_id == bindparam("enrolment"))
+_CANCEL_STEP = _CANCEL_ALL.where(_TIMER.c.step_id == bindparam("step"))
 ACTION_CHANNEL = "action"
 
 
@@ -81,13 +85,12 @@ class _Applier:
             case UpdateTask():
                 self._update_task(command)
             case ScheduleTimer():
-                self.session.add(Timer(due_at=command.at, enrolment_id=self.state.id, step_id=command.step_id,
-                                       kind=command.kind.value, iteration=command.iteration, seq=command.seq))
+                batched.add(self.session.connection(), _TIMER, [{
+                    "due_at": command.at, "enrolment_id": self.state.id, "step_id": command.step_id,
+                    "kind": command.kind.value, "iteration": command.iteration, "seq": command.seq}])
             case CancelTimers():
-                query = delete(Timer).where(col(Timer.enrolment_id) == self.state.id)
-                if command.step_id is not None:
-                    query = query.where(col(Timer.step_id) == command.step_id)
-                self.session.execute(query)
+                self.session.connection().execute(_CANCEL_ALL if command.step_id is None else _CANCEL_STEP,
+                                                  {"enrolment": self.state.id, "step": command.step_id})
             case Notify():
                 self._notify(command)
             case RunAction():

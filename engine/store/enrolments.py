@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam, delete, insert, update
+from sqlalchemy import select as select_core
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 from zorgpad.engine._model import EnrolmentState
 from zorgpad.engine._model import StepRun as StepRunState
@@ -15,6 +18,14 @@ from zorgpad.engine.store.tables import Enrolment, StepRun
 
 _STEP_FIELDS = ("state", "iteration", "completions", "start_at", "ready_at", "due_at", "completed_at",
                 "reminders_sent", "overdue", "escalated", "business_status", "reason", "owner_role", "owner", "rerun")
+
+
+_ENROLMENT = Enrolment.__table__  # type: ignore[attr-defined]
+_STEP_RUN = StepRun.__table__  # type: ignore[attr-defined]
+_STEPS_OF = select_core(_STEP_RUN).where(_STEP_RUN.c.enrolment_id == bindparam("enrolment"))
+#: Sets the columns named in its parameters (every step field) of one step run.
+_UPDATE_STEP = update(_STEP_RUN).where(_STEP_RUN.c.enrolment_id == bindparam("k_enrolment"),
+                                       _STEP_RUN.c.step_id == bindparam("k_step"))
 
 
 def _facts_to_json(facts: dict[str, dict[str, datetime]]) -> dict[str, Any]:
@@ -39,8 +50,8 @@ def load_state(session: Session, enrolment: Enrolment) -> EnrolmentState:
     """The evaluation state of ``enrolment`` (its steps from :func:`prefetch_steps` when it read them)."""
     runs = held_rows(session).pop((StepRun, "prefetched", enrolment.id), None)
     if runs is None:
-        runs = session.exec(select(StepRun).where(StepRun.enrolment_id == enrolment.id)).all()
-    return _state(session, enrolment, runs)
+        runs = session.connection().execute(_STEPS_OF, {"enrolment": enrolment.id}).mappings().all()
+    return _state(enrolment, runs)
 
 
 def prefetch_steps(session: Session, enrolments: Iterable[Enrolment]) -> None:
@@ -49,24 +60,22 @@ def prefetch_steps(session: Session, enrolments: Iterable[Enrolment]) -> None:
     ids = sorted({row.id for row in enrolments})
     if not ids:
         return
-    runs: dict[str, list[StepRun]] = {enrolment_id: [] for enrolment_id in ids}
-    query = (select(StepRun).where(col(StepRun.enrolment_id).in_(ids))
-             .order_by(col(StepRun.enrolment_id), col(StepRun.step_id)))
-    for run in session.exec(query):
-        runs[run.enrolment_id].append(run)
+    runs: dict[str, list[Mapping[str, Any]]] = {enrolment_id: [] for enrolment_id in ids}
+    query = (select_core(_STEP_RUN).where(_STEP_RUN.c.enrolment_id.in_(ids))
+             .order_by(_STEP_RUN.c.enrolment_id, _STEP_RUN.c.step_id))
+    for run in session.connection().execute(query).mappings():
+        runs[run["enrolment_id"]].append(dict(run))
     held = held_rows(session)
     for enrolment_id, found in runs.items():
         held[(StepRun, "prefetched", enrolment_id)] = found
 
 
-def _state(session: Session, enrolment: Enrolment, runs: Iterable[StepRun]) -> EnrolmentState:
-    held = held_rows(session)
+def _state(enrolment: Enrolment, runs: Iterable[Mapping[str, Any]]) -> EnrolmentState:
     steps = {}
     for row in runs:
-        held[(StepRun, row.enrolment_id, row.step_id)] = row  # save_state writes to these rows
-        values = {name: getattr(row, name) for name in _STEP_FIELDS}
-        values["state"] = StepState(row.state)
-        steps[row.step_id] = StepRunState(step_id=row.step_id, **values)
+        values = {name: row[name] for name in _STEP_FIELDS}
+        values["state"] = StepState(row["state"])
+        steps[row["step_id"]] = StepRunState(step_id=row["step_id"], **values)
     return EnrolmentState(
         id=enrolment.id,
         patient=enrolment.patient,
@@ -83,50 +92,54 @@ def _state(session: Session, enrolment: Enrolment, runs: Iterable[StepRun]) -> E
     )
 
 
-def _step_row(session: Session, enrolment_id: str, step_id: str) -> StepRun | None:
-    held = held_rows(session).get((StepRun, enrolment_id, step_id))
-    if isinstance(held, StepRun) and held in session:
-        return held
-    return session.get(StepRun, (enrolment_id, step_id))
-
-
 def save_state(session: Session, state: EnrolmentState, before: EnrolmentState | None,
                row: Enrolment | None = None) -> Enrolment:
-    """Write ``state``; only the step rows that changed since ``before`` are touched."""
+    """Write ``state``; only the step rows that changed since ``before`` are touched.
+
+    A new enrolment's row goes in through the session; after that the rows are written by core
+    statements (the changed steps as one ``executemany``) and the session's enrolment object is kept in
+    step without being flushed.
+    """
     if row is None:
         row = session.get(Enrolment, state.id)
-    if row is None:
-        row = Enrolment(id=state.id, patient=state.patient, pathway_id=state.pathway_id,
-                        pathway_version=state.version, status=state.status.value, enrolled_at=state.enrolled_at)
-        _forget_enrolments_of(session, state.patient)
-    row.pathway_id, row.pathway_version = state.pathway_id, state.version
-    row.status = state.status.value
-    row.ended_at = state.ended_at
-    row.end_reason = state.end_reason
-    row.episode = state.episode
+    values: dict[str, Any] = {
+        "pathway_id": state.pathway_id, "pathway_version": state.version, "status": state.status.value,
+        "ended_at": state.ended_at, "end_reason": state.end_reason, "episode": state.episode}
     if before is None or before.facts != state.facts:
-        row.facts = _facts_to_json(state.facts)
+        values["facts"] = _facts_to_json(state.facts)
     if before is None or before.dates != state.dates:
-        row.dates = {name: when.isoformat() for name, when in state.dates.items()}
-    row.revision += 1
-    session.add(row)
-    session.flush()
+        values["dates"] = {name: when.isoformat() for name, when in state.dates.items()}
+    connection = session.connection()
+    if row is None:
+        row = Enrolment(id=state.id, patient=state.patient, enrolled_at=state.enrolled_at, revision=1, **values)
+        session.add(row)
+        session.flush()
+        _forget_enrolments_of(session, state.patient)
+    else:
+        values["revision"] = row.revision + 1
+        connection.execute(update(_ENROLMENT).where(_ENROLMENT.c.id == state.id).values(**values))
+        for name, value in values.items():
+            set_committed_value(row, name, value)
+    changed: list[dict[str, Any]] = []
+    added: list[dict[str, Any]] = []
     for step_id, run in state.steps.items():
         old = before.steps.get(step_id) if before else None
         if old == run:
             continue
-        stored = _step_row(session, state.id, step_id) if old is not None else None
-        if stored is None:
-            stored = StepRun(enrolment_id=state.id, step_id=step_id, state=run.state.value)
-        for name in _STEP_FIELDS:
-            value = getattr(run, name)
-            setattr(stored, name, value.value if isinstance(value, StepState) else value)
-        session.add(stored)
-    if before is not None:
-        for gone in set(before.steps) - set(state.steps):
-            stored = _step_row(session, state.id, gone)
-            if stored is not None:
-                session.delete(stored)
+        fields = {name: getattr(run, name) for name in _STEP_FIELDS}
+        fields["state"] = run.state.value
+        if old is None:
+            added.append({"enrolment_id": state.id, "step_id": step_id, **fields})
+        else:
+            changed.append({"k_enrolment": state.id, "k_step": step_id, **fields})
+    if changed:
+        connection.execute(_UPDATE_STEP, changed)
+    if added:
+        connection.execute(insert(_STEP_RUN), added)
+    gone = sorted(set(before.steps) - set(state.steps)) if before is not None else []
+    if gone:
+        connection.execute(delete(_STEP_RUN).where(_STEP_RUN.c.enrolment_id == state.id,
+                                                   _STEP_RUN.c.step_id.in_(gone)))
     return row
 
 

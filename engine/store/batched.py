@@ -90,8 +90,6 @@ def _send_first(connection: Connection, element: Any, multiparams: Any, params: 
 def _may_touch(element: Any, waiting: Iterable[Table]) -> bool:
     """Whether ``element`` may read or write a table with waiting rows (when in doubt: yes)."""
     names = {table.name for table in waiting}
-    if isinstance(element, Insert) and element.select is None:
-        return element.table.name in names
     if not isinstance(element, ClauseElement):
         return True
     found = _tables_of(element)
@@ -101,14 +99,16 @@ def _may_touch(element: Any, waiting: Iterable[Table]) -> bool:
 def _tables_of(element: ClauseElement) -> frozenset[str]:
     """The names of the tables a statement mentions, subqueries included, remembered on the statement
     (statements do not change once built; the ORM and this package reuse theirs)."""
-    memo: frozenset[str] | None = element.__dict__.get(_TABLES)
-    if memo is None:
+    memo: tuple[int, frozenset[str]] | None = element.__dict__.get(_TABLES)
+    # A statement derived from this one (.where(), .join()) starts with a copy of its __dict__: the memo
+    # only counts for the statement it was made for.
+    if memo is None or memo[0] != id(element):
         # By name: the ORM hands over annotated copies of tables, and aliases are searched through.
-        memo = frozenset(t.name for t in find_tables(element, check_columns=True, include_joins=True,
-                                                     include_selects=True, include_crud=True)
-                         if isinstance(t, TableClause))
+        memo = (id(element), frozenset(t.name for t in find_tables(
+            element, check_columns=True, include_joins=True, include_selects=True, include_crud=True)
+            if isinstance(t, TableClause)))
         element.__dict__[_TABLES] = memo
-    return memo
+    return memo[1]
 
 
 def install(engine: Engine) -> None:

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 from zorgpad.engine._model import EnrolmentState
 from zorgpad.engine._model import StepRun as StepRunState
 from zorgpad.engine._states import EnrolmentStatus, StepState
-from zorgpad.engine.store.resources import held_rows
+from zorgpad.engine.store.resources import held_rows, note_written
 from zorgpad.engine.store.tables import Enrolment, StepRun
 
 _STEP_FIELDS = ("state", "iteration", "completions", "start_at", "ready_at", "due_at", "completed_at",
@@ -42,7 +42,8 @@ def lock_enrolments(session: Session, enrolment_ids: Iterable[str]) -> list[Enro
     ids = sorted(set(enrolment_ids))
     if not ids:
         return []
-    query = select(Enrolment).where(col(Enrolment.id).in_(ids)).order_by(col(Enrolment.id)).with_for_update()
+    query = (select(Enrolment).where(col(Enrolment.id).in_(ids)).order_by(col(Enrolment.id)).with_for_update()
+             .execution_options(populate_existing=True))  # a row read earlier without the lock is refreshed
     return list(session.exec(query))
 
 
@@ -120,6 +121,7 @@ def save_state(session: Session, state: EnrolmentState, before: EnrolmentState |
         connection.execute(update(_ENROLMENT).where(_ENROLMENT.c.id == state.id).values(**values))
         for name, value in values.items():
             set_committed_value(row, name, value)
+        note_written(session, row, created=False)
     changed: list[dict[str, Any]] = []
     added: list[dict[str, Any]] = []
     for step_id, run in state.steps.items():
@@ -146,19 +148,24 @@ def save_state(session: Session, state: EnrolmentState, before: EnrolmentState |
 def active_enrolments_of(session: Session, patient: str, *, lock: bool = False) -> list[Enrolment]:
     """The patient's active enrolments (locked in id order when ``lock``).
 
-    The patient's enrolment rows are read once per transaction (a Bundle of one patient's record asks for
-    every entry) and filtered on their current status here, so an enrolment that ends or starts later in
-    the transaction is seen as it is then; :func:`save_state` forgets the rows when it adds one.
+    On SQLite the patient's enrolment rows are read once per transaction (a Bundle of one patient's record
+    asks for every entry) and filtered on their current status here, so an enrolment that ends or starts
+    later in the transaction is seen as it is then; :func:`save_state` forgets the rows when it adds one.
     """
     held = held_rows(session)
-    rows: list[Enrolment] | None = held.get(_of_patient(patient, locked=True))
-    if rows is None and not lock:
+    # Only SQLite's write transaction keeps others from enrolling the patient meanwhile; on PostgreSQL
+    # every call reads again (row locks do not stop new rows).
+    keep = session.get_bind().dialect.name == "sqlite"
+    rows: list[Enrolment] | None = held.get(_of_patient(patient, locked=True)) if keep else None
+    if rows is None and keep and not lock:
         rows = held.get(_of_patient(patient, locked=False))
     if rows is None:
         query = select(Enrolment).where(Enrolment.patient == patient).order_by(col(Enrolment.id))
         if lock:
-            query = query.with_for_update()
-        rows = held[_of_patient(patient, locked=lock)] = list(session.exec(query))
+            query = query.with_for_update().execution_options(populate_existing=True)
+        rows = list(session.exec(query))
+        if keep:
+            held[_of_patient(patient, locked=lock)] = rows
     return [row for row in rows if row.status == EnrolmentStatus.ACTIVE.value]
 
 

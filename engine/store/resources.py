@@ -34,8 +34,8 @@ from zorgpad.engine.store.tables import (
 JSON = dict[str, Any]
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
-__all__ = ["get_resource", "held_rows", "new_id", "patient_of", "prefetch_resources", "put_resource", "read_cache",
-           "resources_of_patient", "tokens_of", "values_at"]
+__all__ = ["get_resource", "held_rows", "new_id", "note_written", "patient_of", "prefetch_resources", "put_resource",
+           "read_cache", "resources_of_patient", "tokens_of", "values_at"]
 
 
 def new_id() -> str:
@@ -61,6 +61,9 @@ def patient_of(resource: Mapping[str, Any]) -> str | None:
 
 _READ_CACHE = "zorgpad.read_cache"
 _HELD = "zorgpad.held_resources"
+#: Objects whose rows core statements wrote, one list per open savepoint (the first: outside any).
+_WRITTEN_OBJECTS = "zorgpad.written_objects"
+_ENDED_FRAME = "zorgpad.ended_savepoint_objects"
 
 
 def read_cache(session: Session) -> dict[tuple[frozenset[str], Any], Any]:
@@ -79,6 +82,37 @@ def _forget_reads(session: Session, transaction: SessionTransaction) -> None:
         return  # the inner transaction of a flush, not the end of a transaction or savepoint
     session.info.pop(_READ_CACHE, None)
     session.info.pop(_HELD, None)
+    frames: list[list[tuple[Any, bool]]] | None = session.info.get(_WRITTEN_OBJECTS)
+    if transaction.nested and frames and len(frames) > 1:
+        ended = frames.pop()
+        frames[-1].extend(ended)  # kept if the savepoint is released; undone below if it rolled back
+        session.info[_ENDED_FRAME] = ended
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _open_frame(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        session.info.setdefault(_WRITTEN_OBJECTS, [[]]).append([])
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _undo_written(session: Session, previous: SessionTransaction) -> None:
+    """After a savepoint rolls back, the session's objects that core writes changed inside it no longer
+    match the database: the ones it created leave the session, the others are reloaded when next read.
+    (The ORM does this itself for what it flushed; core writes it cannot see.)"""
+    if not previous.nested:
+        return
+    for stored, created in session.info.pop(_ENDED_FRAME, []):
+        if stored in session:
+            if created:
+                session.expunge(stored)
+            else:
+                session.expire(stored)
+
+
+def note_written(session: Session, stored: Any, *, created: bool) -> None:
+    """Record that a core statement wrote ``stored``'s row (see :func:`_undo_written`)."""
+    session.info.setdefault(_WRITTEN_OBJECTS, [[]])[-1].append((stored, created))
 
 
 def held_rows(session: Session) -> dict[Any, Any]:
@@ -155,6 +189,11 @@ def _attached(session: Session, values: Mapping[str, Any]) -> StoredResource:
     The object is built the way the ORM builds loaded rows, so it starts clean: put_resource writes the
     row itself and only keeps the object in step (see :func:`_keep_in_step`).
     """
+    known: StoredResource | None = session.identity_map.get(
+        identity_key(StoredResource, (values["resource_type"], values["id"])))
+    if known is not None:
+        _keep_in_step(known, values)
+        return known
     stored: StoredResource = class_mapper(StoredResource).class_manager.new_instance()
     for name, value in values.items():
         set_committed_value(stored, name, value)
@@ -237,8 +276,10 @@ def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *
         previous = None if current.deleted else current.content
         values["version_id"] = current.version_id + 1
         values["content"] = content = _versioned(resource, current.version_id + 1, now)
-        connection.execute(_UPDATE_ROW, {"k_type": rtype, "k_id": rid, **values})
+        if connection.execute(_UPDATE_ROW, {"k_type": rtype, "k_id": rid, **values}).rowcount != 1:
+            raise RuntimeError(f"{rtype}/{rid}: the stored row this transaction read is gone")
         _keep_in_step(current, values)
+    note_written(session, current, created=created)
     batched.add(connection, _VERSION, [{
         "resource_type": rtype, "id": rid, "version_id": values["version_id"], "last_updated": now,
         "method": method, "deleted": deleted, "content": None if deleted else content}])

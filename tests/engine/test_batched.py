@@ -12,10 +12,13 @@ from sqlalchemy import select as select_core
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
+from zorgpad.engine._model import EnrolmentState
+from zorgpad.engine._states import EnrolmentStatus
 from zorgpad.engine.store import batched
 from zorgpad.engine.store.db import Database
-from zorgpad.engine.store.resources import put_resource
-from zorgpad.engine.store.tables import ResourceVersion, SearchReference, SearchToken, StoredResource
+from zorgpad.engine.store.enrolments import save_state
+from zorgpad.engine.store.resources import get_resource, put_resource
+from zorgpad.engine.store.tables import Enrolment, ResourceVersion, SearchReference, SearchToken, StoredResource
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 SNOMED = "http://snomed.info/sct"
@@ -86,6 +89,20 @@ class TestBatchedInserts:
             put_resource(session, _condition("c3", "raw"), T0)
             raw = session.connection().execute(text("SELECT count(*) FROM search_token WHERE code = 'raw'"))
             assert 1 == raw.scalar_one()
+
+    def test_a_statement_built_from_one_already_run_is_judged_on_its_own_tables(self, db: Database) -> None:
+        """SQLAlchemy copies a statement's attributes into the statements built from it; what the first
+        one touched must not pass for the second."""
+        resources = StoredResource.__table__  # type: ignore[attr-defined]
+        tokens = SearchToken.__table__  # type: ignore[attr-defined]
+        base = select_core(resources.c.id).where(resources.c.resource_type == "Condition")
+        with db.transaction() as session:
+            put_resource(session, _condition("c1", "first"), T0)
+            assert ["c1"] == list(session.connection().execute(base).scalars())
+            put_resource(session, _condition("c2", "second"), T0)
+            derived = base.where(select_core(tokens.c.pk).where(tokens.c.resource_id == resources.c.id,
+                                                                tokens.c.code == "second").exists())
+            assert ["c2"] == list(session.connection().execute(derived).scalars())
 
     def test_a_second_write_of_a_resource_in_one_transaction_leaves_one_set_of_index_rows(self, db: Database) -> None:
         """The rewrite reads the index rows its first write left waiting, so nothing is doubled."""
@@ -169,9 +186,65 @@ class TestBatchedInserts:
         it are not held past it."""
         database = Database(db_url)
         try:
-            with database.transaction() as session:
-                with session.begin_nested():
-                    put_resource(session, _condition("c1", "in-savepoint"), T0)
-                    assert {} == session.connection().info.get("zorgpad.pending_inserts", {})
+            with database.transaction() as session, session.begin_nested():
+                put_resource(session, _condition("c1", "in-savepoint"), T0)
+                assert {} == session.connection().info.get("zorgpad.pending_inserts", {})
         finally:
             database.dispose()
+
+
+class TestSavepointRollback:
+    """Core writes inside a savepoint that rolls back leave no stale objects in the session."""
+
+    def test_an_update_rolled_back_with_its_savepoint_is_forgotten(self, db: Database) -> None:
+        """The next read and write see version 1, and history has no gap."""
+        with db.transaction() as session:
+            first = put_resource(session, _condition("c1", "first"), T0)
+            savepoint = session.begin_nested()
+            put_resource(session, _condition("c1", "rolled-back"), T0)
+            savepoint.rollback()
+
+            again = get_resource(session, "Condition", "c1")
+            assert again is not None
+            assert (1, "first") == (again.version_id, again.content["code"]["coding"][0]["code"])
+            assert 2 == put_resource(session, _condition("c1", "second"), T0).version_id
+            del first
+
+        with db.transaction() as session:
+            assert [1, 2] == sorted(session.exec(select(ResourceVersion.version_id)).all())
+            assert (0, 1) == (_tokens(session, "rolled-back"), _tokens(session, "second"))
+
+    def test_a_resource_created_in_a_rolled_back_savepoint_can_be_created_again(self, db: Database) -> None:
+        """The object made for the vanished row leaves the session, so the next write creates the row."""
+        with db.transaction() as session:
+            put_resource(session, _condition("c0", "unrelated"), T0)
+            savepoint = session.begin_nested()
+            made = put_resource(session, _condition("c1", "rolled-back"), T0)
+            savepoint.rollback()
+
+            assert get_resource(session, "Condition", "c1") is None
+            again = put_resource(session, _condition("c1", "kept"), T0)
+            assert (1, True) == (again.version_id, made is not again)
+
+        with db.transaction() as session:
+            stored = session.get(StoredResource, ("Condition", "c1"))
+            assert stored is not None
+            assert 1 == stored.version_id
+            assert (0, 1) == (_tokens(session, "rolled-back"), _tokens(session, "kept"))
+
+    def test_an_enrolment_saved_in_a_rolled_back_savepoint_reads_as_before(self, db: Database) -> None:
+        before = EnrolmentState(id="e1", patient="Patient/p1", pathway_id="example-acp", version="1.0.0",
+                                enrolled_at=T0, status=EnrolmentStatus.ACTIVE, steps={})
+        db.run(lambda s: save_state(s, before, None))
+
+        def work(session: Session) -> str:
+            row = session.get(Enrolment, "e1")
+            ended = before.copy()
+            ended.status, ended.ended_at, ended.end_reason = EnrolmentStatus.WITHDRAWN, T0, "moved away"
+            savepoint = session.begin_nested()
+            save_state(session, ended, before, row)
+            savepoint.rollback()
+            assert row is not None
+            return row.status
+
+        assert EnrolmentStatus.ACTIVE.value == db.run(work)

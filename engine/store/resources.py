@@ -158,8 +158,7 @@ def prefetch_resources(session: Session, resource_type: str, resource_ids: Itera
     rows = {row["id"]: dict(row) for row in session.connection().execute(query).mappings()}
     for rid in wanted:
         row = rows.get(rid)
-        known = session.identity_map.get(identity_key(StoredResource, (resource_type, rid)))
-        held[(resource_type, rid)] = known if known is not None or row is None else _attached(session, row)
+        held[(resource_type, rid)] = None if row is None else _attached(session, row)
 
 
 _RESOURCE = StoredResource.__table__  # type: ignore[attr-defined]
@@ -180,7 +179,7 @@ class _Unknown:
     """Whether the row exists is not known yet (see :func:`_current`)."""
 
 
-UNKNOWN = _Unknown()
+_UNKNOWN = _Unknown()
 
 
 def _attached(session: Session, values: Mapping[str, Any]) -> StoredResource:
@@ -212,17 +211,17 @@ def _current(session: Session, rtype: str, rid: str) -> StoredResource | _Unknow
 
     On SQLite the write transaction (``BEGIN IMMEDIATE``) already excludes every other writer, so a row
     (or its absence) the transaction has already read is current. Elsewhere, and for rows not read yet,
-    the answer is :data:`UNKNOWN`: put_resource then tries the insert first (most writes are of new
+    the answer is :data:`_UNKNOWN`: put_resource then tries the insert first (most writes are of new
     resources) and reads the row, locked, only when it is there.
     """
     if session.get_bind().dialect.name != "sqlite":
-        return UNKNOWN
+        return _UNKNOWN
     held = held_rows(session)
     if (rtype, rid) in held:
         found: StoredResource | None = held[(rtype, rid)]
         return found
     known: StoredResource | None = session.identity_map.get(identity_key(StoredResource, (rtype, rid)))
-    return UNKNOWN if known is None else known
+    return _UNKNOWN if known is None else known
 
 
 def _read_locked(session: Session, rtype: str, rid: str) -> StoredResource:
@@ -230,12 +229,7 @@ def _read_locked(session: Session, rtype: str, rid: str) -> StoredResource:
     locking = session.get_bind().dialect.name != "sqlite"
     row = session.connection().execute(_READ_ROW_LOCKED if locking else _READ_ROW,
                                        {"k_type": rtype, "k_id": rid}).mappings().one()
-    values = dict(row)
-    known: StoredResource | None = session.identity_map.get(identity_key(StoredResource, (rtype, rid)))
-    if known is None:
-        return _attached(session, values)
-    _keep_in_step(known, values)
-    return known
+    return _attached(session, dict(row))  # re-read under the lock: an object already there is brought in step
 
 
 def _versioned(resource: Mapping[str, Any], version: int, now: datetime) -> JSON:
@@ -263,7 +257,7 @@ def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *
     values = {"version_id": 1, "last_updated": now, "deleted": deleted, "patient": patient_of(content),
               "content": content}
     created = False
-    if current is None or current is UNKNOWN:
+    if current is None or current is _UNKNOWN:
         statement = _INSERT_NEW[session.get_bind().dialect.name]
         created = connection.execute(statement, {"resource_type": rtype, "id": rid, **values}).first() is not None
         if not created:

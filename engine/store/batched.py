@@ -9,7 +9,8 @@ sent together, in the order they were added, before anything could see their abs
   told, raw SQL included, counts as touching them), so reads in the same transaction see them;
 - before a savepoint starts; inside a savepoint rows are not held at all but written at once, so a row the
   database refuses fails the savepoint's own work (a batch Bundle entry), as it always did;
-- before the commit. A rollback drops them with the rest of the transaction.
+- before the commit (the session's ``before_commit``). A rollback drops them with the rest of the
+  transaction.
 
 Rows whose generated keys someone needs must not wait here.
 """
@@ -21,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Insert, Table, event, insert
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.expression import TableClause
 from sqlalchemy.sql.util import find_tables
@@ -28,6 +30,7 @@ from sqlalchemy.sql.util import find_tables
 _PENDING = "zorgpad.pending_inserts"
 _TABLES = "_zorgpad_tables"
 _SAVEPOINTS = "zorgpad.open_savepoints"
+_CONNECTION = "zorgpad.batched_connection"
 _INSTALLED: weakref.WeakSet[Engine] = weakref.WeakSet()
 _INSERTS: dict[Table, Insert] = {}
 
@@ -60,28 +63,51 @@ def _insert(table: Table) -> Insert:
     return statement
 
 
+# The handlers below leave an invalidated connection (the database went away) alone: even reading its
+# ``info`` raises, and the pool clears that dict when it reconnects.
+
 def _drop(connection: Connection, *_: Any) -> None:
-    connection.info.pop(_PENDING, None)
-    connection.info.pop(_SAVEPOINTS, None)
+    if not connection.invalidated:
+        connection.info.pop(_PENDING, None)
+        connection.info.pop(_SAVEPOINTS, None)
 
 
 def _savepoint_starts(connection: Connection, *_: Any) -> None:
-    send(connection)
-    connection.info[_SAVEPOINTS] = connection.info.get(_SAVEPOINTS, 0) + 1
+    if not connection.invalidated:
+        send(connection)
+        connection.info[_SAVEPOINTS] = connection.info.get(_SAVEPOINTS, 0) + 1
 
 
 def _savepoint_ends(connection: Connection, *_: Any) -> None:
-    connection.info[_SAVEPOINTS] = max(0, connection.info.get(_SAVEPOINTS, 0) - 1)
+    if not connection.invalidated:
+        connection.info[_SAVEPOINTS] = max(0, connection.info.get(_SAVEPOINTS, 0) - 1)
 
 
 def _commits(connection: Connection, *_: Any) -> None:
-    send(connection)
-    connection.info.pop(_SAVEPOINTS, None)
+    if not connection.invalidated:
+        send(connection)  # a connection used without a session; a session has sent its rows already
+        connection.info.pop(_SAVEPOINTS, None)
+
+
+@event.listens_for(Session, "after_begin")
+def _remember_connection(session: Session, _transaction: Any, connection: Connection) -> None:
+    session.info[_CONNECTION] = connection
+
+
+@event.listens_for(Session, "before_commit")
+def _send_before_commit(session: Session) -> None:
+    """Send the waiting rows before the session commits, as ordinary statements of the transaction: a
+    database that fails them then fails the commit the way it fails any statement (and the session rolls
+    back cleanly), which a failure inside the connection's own commit would not."""
+    connection: Connection | None = session.info.get(_CONNECTION)
+    if connection is not None and not connection.closed and not connection.invalidated \
+            and connection.info.get(_PENDING):
+        send(connection)
 
 
 def _send_first(connection: Connection, element: Any, multiparams: Any, params: Any,
                 _options: Any) -> tuple[Any, Any, Any]:
-    pending = connection.info.get(_PENDING)
+    pending = None if connection.invalidated else connection.info.get(_PENDING)
     if pending and _may_touch(element, pending.keys()):
         send(connection)
     return element, multiparams, params

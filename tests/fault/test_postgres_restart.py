@@ -222,6 +222,8 @@ class TestPostgresRestartedUnderLoad:
             health = httpx.get(f"{server.base_url}/healthz", timeout=BOUND)
             alive = server.process.poll() is None
         finally:
+            log = server.output()  # stop_server removes the log: keep its first traceback, else its end
+            output = log[log.find("Traceback"):][:6000] if "Traceback" in log else log[-3000:]
             stop_server(server)
 
         failed = [a for a in answers if a.status is None or a.status >= 300]
@@ -247,7 +249,7 @@ class TestPostgresRestartedUnderLoad:
                   round(max(0.0, recovered - up) * 1000))
         details = [(a.kind, a.status, a.content_type, a.body if a.status else a.error) for a in unclean[:5]]
 
-        assert [] == unclean, (details, server.output()[-3000:])
+        assert [] == unclean, (details, output)
         assert len(failed) >= len(MODES), "a request failed in each outage, or the outage was not noticed"
         assert [] == failed_after_recovery, (outages, failed_after_recovery[:5])
         assert slowest < BOUND

@@ -33,7 +33,10 @@ if TYPE_CHECKING:
 ROUNDS = 20
 ENROLMENTS = 150  # x 3 timers each: 450 due timers, about 10 fired per round, the rest by the final tick
 TICK_BATCH = 5  # small batches in the killed rounds, so that most kills land inside an open batch
-ITEMS = 300  # outbox items: about 8 delivered per round, the rest by the final flush
+# Outbox items: each killed round delivers up to its target plus what fits in the kill's delay (up to
+# 30 ms), so the queue must outlast 20 rounds at any delivery speed, or a late round finds too few items
+# and finishes before the kill lands; the rest goes by the final flush.
+ITEMS = 1_000
 DELIVER_BATCH = 10
 
 pytestmark = pytest.mark.slow

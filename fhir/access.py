@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, and_, exists, literal, or_, select
+from sqlalchemy import String, and_, bindparam, exists, literal, or_, select
 from sqlalchemy.sql import Select
 from sqlmodel import Session, col
 from zorgpad.engine.store.audit import Actor
@@ -66,6 +66,37 @@ def _refs(node: Any, element: str) -> list[str]:
     return [v["reference"] for v in values if isinstance(v, Mapping) and isinstance(v.get("reference"), str)]
 
 
+def _org_refs(organisation: Any) -> Select[Any]:
+    """SQL for the organisation's own reference and those of its PractitionerRoles."""
+    roles = select(literal("PractitionerRole/", String) + col(SearchReference.resource_id)).where(
+        col(SearchReference.resource_type) == "PractitionerRole", col(SearchReference.param) == "organization",
+        col(SearchReference.target) == organisation)
+    return select(organisation).union(roles)  # type: ignore[return-value]
+
+
+def _patients_of(organisation: Any) -> Select[Any]:
+    """SQL for the ``Patient/id`` references of the patients ``organisation`` (an SQL string) takes part in."""
+    link = and_(col(SearchReference.resource_type) == col(StoredResource.resource_type),
+                col(SearchReference.resource_id) == col(StoredResource.id))
+    roles = or_(
+        and_(col(SearchReference.resource_type) == "Patient", col(SearchReference.param) == "general-practitioner"),
+        and_(col(SearchReference.resource_type) == "CareTeam", col(SearchReference.param) == "participant"),
+        and_(col(SearchReference.resource_type) == "Task", col(SearchReference.param).in_(["owner", "requester"])),
+    )
+    # correlate(None): used inside queries over resource rows, it must never bind to the outer row.
+    return (select(col(StoredResource.patient)).join(SearchReference, link)
+            .where(roles, col(SearchReference.target).in_(_org_refs(organisation)),
+                   col(StoredResource.deleted).is_(False))
+            .correlate(None))
+
+
+# Built once: SQLAlchemy computes a new statement's cache key by walking it, which for these costs more
+# than running them. Parameters: ``organisation`` (and ``patient``).
+_ORGANISATION = bindparam("organisation", type_=String)
+_ORG_REFS = _org_refs(_ORGANISATION)
+_SEES_PATIENT = _patients_of(_ORGANISATION).where(col(StoredResource.patient) == bindparam("patient")).limit(1)
+
+
 class Scope:
     """What one principal may see: applied as SQL to every query and checked on every write."""
 
@@ -77,28 +108,9 @@ class Scope:
         """Whether the principal sees everything."""
         return self.principal.admin
 
-    def _org_refs(self) -> Any:
-        """The organisation's own reference and those of its PractitionerRoles."""
-        org = self.principal.organisation or ""
-        roles = select(literal("PractitionerRole/", String) + col(SearchReference.resource_id)).where(
-            col(SearchReference.resource_type) == "PractitionerRole", col(SearchReference.param) == "organization",
-            col(SearchReference.target) == org)
-        return select(literal(org, String)).union(roles)
-
     def patients(self) -> Select[Any]:
         """SQL for the ``Patient/id`` references of the patients the organisation takes part in."""
-        link = and_(col(SearchReference.resource_type) == col(StoredResource.resource_type),
-                    col(SearchReference.resource_id) == col(StoredResource.id))
-        roles = or_(
-            and_(col(SearchReference.resource_type) == "Patient", col(SearchReference.param) == "general-practitioner"),
-            and_(col(SearchReference.resource_type) == "CareTeam", col(SearchReference.param) == "participant"),
-            and_(col(SearchReference.resource_type) == "Task", col(SearchReference.param).in_(["owner", "requester"])),
-        )
-        # correlate(None): used inside queries over resource rows, it must never bind to the outer row.
-        return (select(col(StoredResource.patient)).join(SearchReference, link)
-                .where(roles, col(SearchReference.target).in_(self._org_refs()),
-                       col(StoredResource.deleted).is_(False))
-                .correlate(None))
+        return _patients_of(literal(self.principal.organisation or "", String))
 
     def visible(self, rows: Any = StoredResource) -> Any:
         """SQL that is true for the resource rows (``StoredResource`` or an alias of it) the principal may see;
@@ -123,8 +135,9 @@ class Scope:
         """Whether the principal takes part in ``patient``'s care (True for no patient)."""
         if self.unrestricted or patient is None:
             return True
-        query = self.patients().where(col(StoredResource.patient) == patient).limit(1)
-        return session.execute(query).first() is not None
+        found = session.execute(_SEES_PATIENT, {"organisation": self.principal.organisation or "",
+                                                "patient": patient}).first()
+        return found is not None
 
     def sees(self, session: Session, stored: StoredResource) -> bool:
         """Whether the principal may see one stored resource."""
@@ -187,7 +200,7 @@ class Scope:
             raise FHIRError(403, f"{patient} was deleted; only an administrator or an organisation still in its "
                                  "care team may restore it", code="forbidden")
         if rtype == "Patient" and existing is None:
-            org_refs = {r[0] for r in session.execute(self._org_refs())}
+            org_refs = {r[0] for r in session.execute(_ORG_REFS, {"organisation": self.principal.organisation or ""})}
             if org_refs & set(_refs(resource, "generalPractitioner")):
                 return
             raise FHIRError(403, "an organisation may only register a new Patient whose generalPractitioner it is",

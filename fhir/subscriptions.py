@@ -47,7 +47,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from sqlalchemy import exists, func, or_
+from sqlalchemy import exists, func
 from sqlmodel import Session, col, select
 from zorgpad.engine._apply import NOTIFY_CHANNEL
 from zorgpad.engine._projection import instant
@@ -320,27 +320,20 @@ _CACHE = "zorgpad.active-subscriptions"
 
 
 def _active_subscriptions(session: Session, resource_type: str) -> list[StoredResource]:
-    """The active Subscriptions whose criteria name ``resource_type``, looked up once per transaction and type
-    (a Bundle of hundreds of entries asks once, not once per entry)."""
-    cache: dict[str, list[StoredResource]] = session.info.setdefault(_CACHE, {})
-    if resource_type not in cache:
-        cache[resource_type] = _query_active_subscriptions(session, resource_type)
-    return cache[resource_type]
+    """The active Subscriptions whose criteria name ``resource_type``. All active Subscriptions are read once
+    per transaction (a ``$process-message`` writing six types, or a Bundle of hundreds of entries, asks once)."""
+    active: list[StoredResource] | None = session.info.get(_CACHE)
+    if active is None:
+        active = session.info[_CACHE] = list(session.exec(_ACTIVE_SUBSCRIPTIONS))
+    return [s for s in active if str(s.content.get("criteria") or "").partition("?")[0] == resource_type]
 
 
-def _query_active_subscriptions(session: Session, resource_type: str) -> list[StoredResource]:
-    def token(param: str, *conditions: Any) -> Any:
-        return exists().where(col(SearchToken.resource_type) == "Subscription",
-                              col(SearchToken.resource_id) == col(StoredResource.id), col(SearchToken.param) == param,
-                              *conditions)
-
-    query = select(StoredResource).where(
-        col(StoredResource.resource_type) == "Subscription", col(StoredResource.deleted).is_(False),
-        token("status", col(SearchToken.code) == "active"),
-        token("criteria", or_(col(SearchToken.code) == resource_type,
-                              col(SearchToken.code).startswith(f"{resource_type}?", autoescape=True))),
-    ).order_by(col(StoredResource.id))
-    return list(session.exec(query))
+_ACTIVE_SUBSCRIPTIONS = select(StoredResource).where(
+    col(StoredResource.resource_type) == "Subscription", col(StoredResource.deleted).is_(False),
+    exists().where(col(SearchToken.resource_type) == "Subscription",
+                   col(SearchToken.resource_id) == col(StoredResource.id), col(SearchToken.param) == "status",
+                   col(SearchToken.code) == "active"),
+).order_by(col(StoredResource.id))
 
 
 # -- delivering rest-hook notifications -------------------------------------------------------------

@@ -41,6 +41,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 from zorgpad.engine._projection import instant
 from zorgpad.engine.errors import PathwayError, UnknownPathwayError
+from zorgpad.engine.store.batched import savepoint
 from zorgpad.engine.store.tables import ResourceVersion, StoredResource
 from zorgpad.fhir import interactions
 from zorgpad.fhir.context import FHIRContext
@@ -559,7 +560,7 @@ def _batch(ctx: FHIRContext, raws: list[JSON]) -> JSON:
     answers = []
     for index, raw in enumerate(raws):
         try:
-            with ctx.session.begin_nested():
+            with savepoint(ctx.session):
                 answers.append(_batch_entry(ctx, raw, index, full_urls - {raw.get("fullUrl")}))
         except (FHIRError, PathwayError) as exc:
             error = as_fhir_error(exc)

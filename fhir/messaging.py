@@ -45,6 +45,7 @@ from sqlalchemy.exc import IntegrityError
 from zorgpad.engine._projection import instant
 from zorgpad.engine.errors import PathwayError
 from zorgpad.engine.store.audit import audit
+from zorgpad.engine.store.batched import savepoint
 from zorgpad.engine.store.tables import InboxEntry, StoredResource
 from zorgpad.fhir import interactions
 from zorgpad.fhir.bundles import (
@@ -252,7 +253,7 @@ def process_message(ctx: FHIRContext, body: Any) -> JSON:
               detail=f"{_event_name(header)}: a repeat; the stored response was given again")
         return rows
     try:
-        with ctx.session.begin_nested():
+        with savepoint(ctx.session):
             written = _store(ctx, list(bundle["entry"]))
     except (FHIRError, PathwayError) as exc:
         error = as_fhir_error(exc)

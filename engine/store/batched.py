@@ -7,8 +7,10 @@ sent together, in the order they were added, before anything could see their abs
 
 - before every statement that may touch a table with waiting rows (a statement whose tables cannot be
   told, raw SQL included, counts as touching them), so reads in the same transaction see them;
-- before a savepoint starts; inside a savepoint rows are not held at all but written at once, so a row the
-  database refuses fails the savepoint's own work (a batch Bundle entry), as it always did;
+- before a savepoint starts, so that rolling back to it never takes older rows along;
+- inside a savepoint opened with :func:`savepoint`, before it is released: a row the database refuses
+  then fails the savepoint's own work (a batch Bundle entry, a message's content), and rolling back to it
+  drops its rows. Inside a savepoint opened with a plain ``begin_nested()`` rows are written at once;
 - before the commit (the session's ``before_commit``). A rollback drops them with the rest of the
   transaction.
 
@@ -18,13 +20,14 @@ Rows whose generated keys someone needs must not wait here.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Insert, Table, event, insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ClauseElement
-from sqlalchemy.sql.expression import TableClause
+from sqlalchemy.sql.expression import TableClause, TextClause
 from sqlalchemy.sql.util import find_tables
 
 _PENDING = "zorgpad.pending_inserts"
@@ -34,15 +37,16 @@ _CONNECTION = "zorgpad.batched_connection"
 _INSTALLED: weakref.WeakSet[Engine] = weakref.WeakSet()
 _INSERTS: dict[Table, Insert] = {}
 
-__all__ = ["add", "install", "send"]
+__all__ = ["add", "install", "savepoint", "send", "touching"]
 
 
 def add(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Queue ``rows`` for ``table`` in the connection's transaction."""
+    """Queue ``rows`` for ``table`` in the connection's transaction (or its innermost :func:`savepoint`)."""
     if not rows:
         return
     install(connection.engine)
-    if connection.info.get(_SAVEPOINTS):
+    holding: list[bool] = connection.info.get(_SAVEPOINTS) or [True]
+    if not holding[-1]:  # a plain begin_nested(): nothing sends the rows before it is released
         connection.execute(_insert(table), rows)
         return
     pending: dict[Table, list[dict[str, Any]]] = connection.info.setdefault(_PENDING, {})
@@ -54,6 +58,17 @@ def send(connection: Connection) -> None:
     pending: dict[Table, list[dict[str, Any]]] | None = connection.info.pop(_PENDING, None)
     for table, rows in (pending or {}).items():
         connection.execute(_insert(table), rows)
+
+
+@contextmanager
+def savepoint(session: Session) -> Iterator[None]:
+    """``session.begin_nested()`` in which rows wait too: they are sent as the block ends, inside the
+    savepoint, so a row the database refuses rolls the savepoint back with the rest of its work."""
+    with session.begin_nested():
+        connection = session.connection()  # emits the SAVEPOINT now (the session does so lazily)
+        connection.info[_SAVEPOINTS][-1] = True
+        yield
+        send(connection)
 
 
 def _insert(table: Table) -> Insert:
@@ -72,15 +87,31 @@ def _drop(connection: Connection, *_: Any) -> None:
         connection.info.pop(_SAVEPOINTS, None)
 
 
+# Waiting rows always belong to the innermost open savepoint (or to the transaction when none is open):
+# a savepoint's start sends what came before it. _SAVEPOINTS holds, per open savepoint, whether it holds rows.
+
 def _savepoint_starts(connection: Connection, *_: Any) -> None:
     if not connection.invalidated:
         send(connection)
-        connection.info[_SAVEPOINTS] = connection.info.get(_SAVEPOINTS, 0) + 1
+        connection.info.setdefault(_SAVEPOINTS, []).append(False)
 
 
-def _savepoint_ends(connection: Connection, *_: Any) -> None:
+def _savepoint_released(connection: Connection, *_: Any) -> None:
     if not connection.invalidated:
-        connection.info[_SAVEPOINTS] = max(0, connection.info.get(_SAVEPOINTS, 0) - 1)
+        send(connection)  # savepoint() sent them already; this is for rows added after that
+        _savepoint_ends(connection)
+
+
+def _savepoint_rolled_back(connection: Connection, *_: Any) -> None:
+    if not connection.invalidated:
+        connection.info.pop(_PENDING, None)  # they were added inside the savepoint
+        _savepoint_ends(connection)
+
+
+def _savepoint_ends(connection: Connection) -> None:
+    holding = connection.info.get(_SAVEPOINTS)
+    if holding:
+        holding.pop()
 
 
 def _commits(connection: Connection, *_: Any) -> None:
@@ -137,6 +168,13 @@ def _tables_of(element: ClauseElement) -> frozenset[str]:
     return memo[1]
 
 
+def touching(statement: TextClause, *tables: Table) -> TextClause:
+    """Declare the tables a text statement reads or writes (one with none declared counts as touching every
+    table with waiting rows, so they are sent before it)."""
+    statement.__dict__[_TABLES] = (id(statement), frozenset(table.name for table in tables))
+    return statement
+
+
 def install(engine: Engine) -> None:
     """Watch ``engine``'s statements, savepoints and transaction ends (done when a Database opens it, so
     that savepoints begun before the first :func:`add` are counted too)."""
@@ -144,8 +182,8 @@ def install(engine: Engine) -> None:
         return
     event.listen(engine, "before_execute", _send_first, retval=True)
     event.listen(engine, "savepoint", _savepoint_starts)
-    event.listen(engine, "release_savepoint", _savepoint_ends)
-    event.listen(engine, "rollback_savepoint", _savepoint_ends)
+    event.listen(engine, "release_savepoint", _savepoint_released)
+    event.listen(engine, "rollback_savepoint", _savepoint_rolled_back)
     event.listen(engine, "commit", _commits)
     event.listen(engine, "rollback", _drop)
     _INSTALLED.add(engine)

@@ -193,6 +193,85 @@ class TestBatchedInserts:
             database.dispose()
 
 
+class TestHeldSavepoints:
+    """batched.savepoint(): rows wait inside it too, and reach the database before it is released."""
+
+    def test_rows_written_in_a_held_savepoint_go_as_one_statement_per_table(self, db: Database) -> None:
+        statements = _Statements(db)
+        try:
+            with db.transaction() as session:
+                put_resource(session, _condition("before", "before"), T0)
+                with batched.savepoint(session):
+                    for n in range(4):
+                        put_resource(session, _condition(f"c{n}", f"held-{n}"), T0)
+                    assert 4 == len(session.connection().info["zorgpad.pending_inserts"][
+                        ResourceVersion.__table__])  # type: ignore[attr-defined]
+                assert {} == session.connection().info.get("zorgpad.pending_inserts", {})
+        finally:
+            statements.close()
+
+        assert 2 == statements.inserts["resource_version"]  # the row before the savepoint, then its four
+        assert 5 == statements.inserts["resource"]
+        with db.transaction() as session:
+            assert 5 == session.exec(select(func.count()).select_from(ResourceVersion)).one()
+            assert all(1 == _tokens(session, f"held-{n}") for n in range(4))
+
+    def test_a_row_refused_in_a_held_savepoint_fails_that_savepoint_only(self, db: Database) -> None:
+        """The refusal surfaces as the block ends; the savepoint's other rows go with it, the transaction
+        keeps what came before and after."""
+        table = ResourceVersion.__table__  # type: ignore[attr-defined]
+        with db.transaction() as session:
+            put_resource(session, _condition("c1", "before"), T0)
+            with pytest.raises(IntegrityError), batched.savepoint(session):
+                put_resource(session, _condition("c2", "inside"), T0)
+                batched.add(session.connection(), table, [{  # a second version 1 of c1
+                    "resource_type": "Condition", "id": "c1", "version_id": 1, "last_updated": T0,
+                    "method": "PUT", "deleted": False, "content": None}])
+            session.expunge_all()
+            put_resource(session, _condition("c3", "after"), T0)
+
+        with db.transaction() as session:
+            assert [("c1", 1), ("c3", 1)] == sorted(session.exec(select(ResourceVersion.id,
+                                                                        ResourceVersion.version_id)).all())
+            assert (1, 0, 1) == (_tokens(session, "before"), _tokens(session, "inside"), _tokens(session, "after"))
+            assert ["c1", "c3"] == sorted(session.exec(select(col(StoredResource.id))).all())
+
+    def test_an_error_in_a_held_savepoint_drops_its_waiting_rows(self, db: Database) -> None:
+        with db.transaction() as session:
+            put_resource(session, _condition("c1", "before"), T0)
+            with pytest.raises(RuntimeError), batched.savepoint(session):
+                put_resource(session, _condition("c2", "inside"), T0)
+                raise RuntimeError("the entry failed")
+            session.expunge_all()
+            assert {} == session.connection().info.get("zorgpad.pending_inserts", {})
+
+        with db.transaction() as session:
+            assert ["c1"] == session.exec(select(ResourceVersion.id)).all()
+            assert (1, 0) == (_tokens(session, "before"), _tokens(session, "inside"))
+
+    def test_a_plain_savepoint_inside_a_held_one_writes_at_once(self, db: Database) -> None:
+        with db.transaction() as session, batched.savepoint(session):
+            put_resource(session, _condition("c1", "held"), T0)
+            with session.begin_nested():
+                put_resource(session, _condition("c2", "plain"), T0)
+                assert {} == session.connection().info.get("zorgpad.pending_inserts", {})
+            put_resource(session, _condition("c3", "held-again"), T0)
+            assert 1 == len(session.connection().info["zorgpad.pending_inserts"][
+                ResourceVersion.__table__])  # type: ignore[attr-defined]
+
+        with db.transaction() as session:
+            assert ["c1", "c2", "c3"] == sorted(session.exec(select(ResourceVersion.id)).all())
+
+    def test_a_text_statement_with_declared_tables_leaves_other_tables_rows_waiting(self, db: Database) -> None:
+        with db.transaction() as session:
+            put_resource(session, _condition("c1", "waiting"), T0)
+            declared = batched.touching(text("SELECT count(*) FROM enrolment"), Enrolment.__table__)  # type: ignore[attr-defined]
+            session.connection().execute(declared)
+            assert session.connection().info.get("zorgpad.pending_inserts")
+            session.connection().execute(text("SELECT count(*) FROM enrolment"))  # undeclared: sends first
+            assert {} == session.connection().info.get("zorgpad.pending_inserts", {})
+
+
 class TestSavepointRollback:
     """Core writes inside a savepoint that rolls back leave no stale objects in the session."""
 

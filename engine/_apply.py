@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert
+from sqlalchemy import bindparam, delete
 from sqlmodel import Session
 from zorgpad.engine._assign import patient_label, resolve
 from zorgpad.engine._criteria import holds
@@ -209,12 +209,12 @@ class _Applier:
 
     def _outbox(self, channel: str, target: str | None, key: str, step_id: str | None,
                 payload: Mapping[str, Any]) -> None:
-        # A core insert: the row is only read back by the delivery, in later transactions.
-        self.session.connection().execute(insert(OutboxItem.__table__), {  # type: ignore[attr-defined]
+        # The row waits to go with the transaction's others: only the delivery reads it, in later transactions.
+        batched.add(self.session.connection(), OutboxItem.__table__, [{  # type: ignore[attr-defined]
             "idempotency_key": key, "channel": channel, "target": target, "payload": dict(payload),
             "status": "pending", "attempts": 0, "created_at": self.now, "next_attempt_at": self.now,
             "lease_until": None, "delivered_at": None, "last_error": None, "enrolment_id": self.state.id,
-            "step_id": step_id})
+            "step_id": step_id}])
 
     def write_careplan(self, *, created: bool, repinned: bool = False) -> None:
         if not (created or repinned or self.new_tasks or self.ended):

@@ -23,7 +23,10 @@ _STEP_FIELDS = ("state", "iteration", "completions", "start_at", "ready_at", "du
 _ENROLMENT = Enrolment.__table__  # type: ignore[attr-defined]
 _STEP_RUN = StepRun.__table__  # type: ignore[attr-defined]
 _STEPS_OF = select_core(_STEP_RUN).where(_STEP_RUN.c.enrolment_id == bindparam("enrolment"))
-#: Sets the columns named in its parameters (every step field) of one step run.
+# Statements built once (SQLAlchemy would otherwise walk each new one to make its cache key). An UPDATE
+# sets the columns named in its parameters.
+_UPDATE_ENROLMENT = update(_ENROLMENT).where(_ENROLMENT.c.id == bindparam("k_id"))
+_INSERT_STEPS = insert(_STEP_RUN)
 _UPDATE_STEP = update(_STEP_RUN).where(_STEP_RUN.c.enrolment_id == bindparam("k_enrolment"),
                                        _STEP_RUN.c.step_id == bindparam("k_step"))
 
@@ -118,7 +121,7 @@ def save_state(session: Session, state: EnrolmentState, before: EnrolmentState |
         _forget_enrolments_of(session, state.patient)
     else:
         values["revision"] = row.revision + 1
-        connection.execute(update(_ENROLMENT).where(_ENROLMENT.c.id == state.id).values(**values))
+        connection.execute(_UPDATE_ENROLMENT, {"k_id": state.id, **values})
         for name, value in values.items():
             set_committed_value(row, name, value)
         note_written(session, row, created=False)
@@ -137,7 +140,7 @@ def save_state(session: Session, state: EnrolmentState, before: EnrolmentState |
     if changed:
         connection.execute(_UPDATE_STEP, changed)
     if added:
-        connection.execute(insert(_STEP_RUN), added)
+        connection.execute(_INSERT_STEPS, added)
     gone = sorted(set(before.steps) - set(state.steps)) if before is not None else []
     if gone:
         connection.execute(delete(_STEP_RUN).where(_STEP_RUN.c.enrolment_id == state.id,

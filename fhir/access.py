@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, exists, literal, or_, select
+from sqlalchemy import CompoundSelect, String, and_, bindparam, exists, literal, or_, select
 from sqlalchemy.sql import Select
 from sqlmodel import Session, col
 from zorgpad.engine.store.audit import Actor
@@ -66,12 +66,12 @@ def _refs(node: Any, element: str) -> list[str]:
     return [v["reference"] for v in values if isinstance(v, Mapping) and isinstance(v.get("reference"), str)]
 
 
-def _org_refs(organisation: Any) -> Select[Any]:
+def _org_refs(organisation: Any) -> CompoundSelect:
     """SQL for the organisation's own reference and those of its PractitionerRoles."""
     roles = select(literal("PractitionerRole/", String) + col(SearchReference.resource_id)).where(
         col(SearchReference.resource_type) == "PractitionerRole", col(SearchReference.param) == "organization",
         col(SearchReference.target) == organisation)
-    return select(organisation).union(roles)  # type: ignore[return-value]
+    return select(organisation).union(roles)
 
 
 def _patients_of(organisation: Any) -> Select[Any]:

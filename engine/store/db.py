@@ -8,6 +8,7 @@ with ``FOR UPDATE SKIP LOCKED`` (see :mod:`zorgpad.engine.timers`).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,8 @@ from zorgpad.engine.errors import ConfigurationError
 from zorgpad.engine.store import batched
 
 DEFAULT_URL = "sqlite:///zorgpad.db"
+#: How long SQLite waits for another writer before giving up ("database is locked").
+_BUSY_SECONDS = 30
 ENV_VAR = "ZORGPAD_DATABASE_URL"
 T = TypeVar("T")
 
@@ -62,7 +65,7 @@ class Database:
                     raise ConfigurationError(f"folder {folder} for database {database} does not exist")
             else:
                 kwargs["poolclass"] = StaticPool
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": _BUSY_SECONDS}
         else:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(self.url, **kwargs)
@@ -70,8 +73,13 @@ class Database:
         #: Called as ``listener(session, stored, previous, now)`` after every resource write, inside the
         #: writing transaction (the FHIR layer queues Subscription notifications this way).
         self.resource_listeners: list[Callable[..., None]] = []
+        #: SQLite: the threads of this process take turns here before ``BEGIN IMMEDIATE``, so the next one
+        #: starts the moment the writer before it ends (SQLite's own busy handler polls, sleeping up to 100 ms
+        #: a time). Other processes still queue in the busy handler.
+        self._turns: threading.RLock | None = None
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, sqlite_synchronous)
+            self._turns = threading.RLock()
 
     @property
     def is_postgresql(self) -> bool:
@@ -81,14 +89,21 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session in one transaction: committed on success, rolled back on any error."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            session.info["resource_listeners"] = self.resource_listeners
-            try:
-                yield session
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
+        # A turn not had within the busy timeout is skipped: SQLite's own locking still holds.
+        turn = self._turns is not None and self._turns.acquire(timeout=_BUSY_SECONDS)
+        try:
+            with Session(self.engine, expire_on_commit=False) as session:
+                session.info["resource_listeners"] = self.resource_listeners
+                try:
+                    yield session
+                    session.commit()
+                except BaseException:
+                    session.rollback()
+                    raise
+        finally:
+            if turn:
+                assert self._turns is not None
+                self._turns.release()
 
     def run(self, work: Callable[[Session], T], *, attempts: int = 5) -> T:
         """Run ``work`` in a transaction, retrying when the database reports a lock conflict."""
@@ -127,7 +142,7 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_SECONDS * 1000}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -45,9 +45,12 @@ def lock_enrolments(session: Session, enrolment_ids: Iterable[str]) -> list[Enro
     ids = sorted(set(enrolment_ids))
     if not ids:
         return []
-    query = (select(Enrolment).where(col(Enrolment.id).in_(ids)).order_by(col(Enrolment.id)).with_for_update()
-             .execution_options(populate_existing=True))  # a row read earlier without the lock is refreshed
-    return list(session.exec(query))
+    return list(session.exec(_LOCK_ENROLMENTS, params={"ids": ids}))
+
+
+# A row read earlier without the lock is refreshed.
+_LOCK_ENROLMENTS = (select(Enrolment).where(col(Enrolment.id).in_(bindparam("ids", expanding=True)))
+                    .order_by(col(Enrolment.id)).with_for_update().execution_options(populate_existing=True))
 
 
 def load_state(session: Session, enrolment: Enrolment) -> EnrolmentState:

@@ -152,8 +152,8 @@ def prefetch_resources(session: Session, resource_type: str, resource_ids: Itera
     wanted = sorted({rid for rid in resource_ids if (resource_type, rid) not in held})
     if not wanted:
         return
-    query = select_core(_RESOURCE).where(_RESOURCE.c.resource_type == resource_type, _RESOURCE.c.id.in_(wanted))
-    rows = {row["id"]: dict(row) for row in session.connection().execute(query).mappings()}
+    found = session.connection().execute(_READ_ROWS, {"k_type": resource_type, "ids": wanted}).mappings()
+    rows = {row["id"]: dict(row) for row in found}
     for rid in wanted:
         row = rows.get(rid)
         held[(resource_type, rid)] = None if row is None else _attached(session, row)
@@ -164,6 +164,8 @@ _VERSION = ResourceVersion.__table__  # type: ignore[attr-defined]
 _KEY = (_RESOURCE.c.resource_type == bindparam("k_type")) & (_RESOURCE.c.id == bindparam("k_id"))
 _READ_ROW = select_core(_RESOURCE).where(_KEY)
 _READ_ROW_LOCKED = _READ_ROW.with_for_update()
+_READ_ROWS = select_core(_RESOURCE).where(_RESOURCE.c.resource_type == bindparam("k_type"),
+                                          _RESOURCE.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def _insert_or_nothing(table: Table) -> TextClause:
@@ -313,11 +315,17 @@ def resources_of_patient(session: Session, patient: str, resource_types: set[str
 
 
 def _read_resources_of_patient(session: Session, patient: str, resource_types: set[str] | None) -> Iterator[JSON]:
-    query = select_core(_RESOURCE.c.content).where(_RESOURCE.c.patient == patient, _RESOURCE.c.deleted.is_(False))
     if resource_types:
-        query = query.where(_RESOURCE.c.resource_type.in_(sorted(resource_types)))
-    for (content,) in session.connection().execute(query):
+        found = session.connection().execute(_OF_PATIENT_TYPED, {"patient": patient, "types": sorted(resource_types)})
+    else:
+        found = session.connection().execute(_OF_PATIENT, {"patient": patient})
+    for (content,) in found:
         yield content
+
+
+_OF_PATIENT = select_core(_RESOURCE.c.content).where(_RESOURCE.c.patient == bindparam("patient"),
+                                                     _RESOURCE.c.deleted.is_(False))
+_OF_PATIENT_TYPED = _OF_PATIENT.where(_RESOURCE.c.resource_type.in_(bindparam("types", expanding=True)))
 
 
 # -- search index -------------------------------------------------------------------------------------

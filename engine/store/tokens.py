@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from datetime import datetime
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 from zorgpad.engine.errors import ConfigurationError
 from zorgpad.engine.store.tables import ApiToken
@@ -33,5 +34,7 @@ def create_token(session: Session, now: datetime, *, organisation: str | None = 
 
 def find_token(session: Session, token: str) -> ApiToken | None:
     """The live token record for a presented secret, if any."""
-    return session.exec(select(ApiToken).where(ApiToken.token_hash == _hash(token),
-                                               col(ApiToken.revoked_at).is_(None))).first()
+    return session.exec(_LIVE_TOKEN, params={"token_hash": _hash(token)}).first()
+
+
+_LIVE_TOKEN = select(ApiToken).where(ApiToken.token_hash == bindparam("token_hash"), col(ApiToken.revoked_at).is_(None))

@@ -220,13 +220,17 @@ class TestHeldSavepoints:
         """The refusal surfaces as the block ends; the savepoint's other rows go with it, the transaction
         keeps what came before and after."""
         table = ResourceVersion.__table__  # type: ignore[attr-defined]
-        with db.transaction() as session:
-            put_resource(session, _condition("c1", "before"), T0)
-            with pytest.raises(IntegrityError), batched.savepoint(session):
+        def entry(session: Session) -> None:
+            with batched.savepoint(session):
                 put_resource(session, _condition("c2", "inside"), T0)
                 batched.add(session.connection(), table, [{  # a second version 1 of c1
                     "resource_type": "Condition", "id": "c1", "version_id": 1, "last_updated": T0,
                     "method": "PUT", "deleted": False, "content": None}])
+
+        with db.transaction() as session:
+            put_resource(session, _condition("c1", "before"), T0)
+            with pytest.raises(IntegrityError):
+                entry(session)
             session.expunge_all()
             put_resource(session, _condition("c3", "after"), T0)
 
@@ -237,11 +241,15 @@ class TestHeldSavepoints:
             assert ["c1", "c3"] == sorted(session.exec(select(col(StoredResource.id))).all())
 
     def test_an_error_in_a_held_savepoint_drops_its_waiting_rows(self, db: Database) -> None:
-        with db.transaction() as session:
-            put_resource(session, _condition("c1", "before"), T0)
-            with pytest.raises(RuntimeError), batched.savepoint(session):
+        def entry(session: Session) -> None:
+            with batched.savepoint(session):
                 put_resource(session, _condition("c2", "inside"), T0)
                 raise RuntimeError("the entry failed")
+
+        with db.transaction() as session:
+            put_resource(session, _condition("c1", "before"), T0)
+            with pytest.raises(RuntimeError, match="the entry failed"):
+                entry(session)
             session.expunge_all()
             assert {} == session.connection().info.get("zorgpad.pending_inserts", {})
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import OperationalError, StatementError
 from sqlmodel import Session, col, select
 from zorgpad.engine._model import EnrolmentState, StepRun
@@ -311,6 +312,35 @@ class TestDatabase:
             foreign_keys = connection.execute(text("PRAGMA foreign_keys")).scalar()
 
         assert ("wal", 1) == (mode, foreign_keys)
+
+    def test_sqlite_threads_take_turns_before_they_begin(self, tmp_path: Any) -> None:
+        """A second thread waits for its turn in the process, not in SQLite's polling busy handler: it issues
+        no BEGIN while the first thread's transaction is open, and runs as soon as that one ends."""
+        database = Database(f"sqlite:///{tmp_path / 'turns.db'}")
+        pooled = [database.engine.connect() for _ in range(2)]  # so no thread opens a connection while locked
+        for connection in pooled:
+            connection.close()
+        begun: list[str] = []
+
+        def sent(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if statement == "BEGIN IMMEDIATE":  # seen before the driver waits for the lock
+                begun.append(threading.current_thread().name)
+
+        event.listen(database.engine, "before_cursor_execute", sent)
+        second = threading.Thread(target=lambda: database.run(lambda s: s.exec(text("SELECT 1")).all()),
+                                  name="second")
+        try:
+            with database.transaction() as session:
+                session.exec(text("SELECT 1")).all()
+                second.start()
+                second.join(timeout=0.3)
+                assert second.is_alive()
+                assert [threading.current_thread().name] == begun
+            second.join(timeout=10)
+            assert not second.is_alive()
+            assert [threading.current_thread().name, "second"] == begun
+        finally:
+            database.dispose()
 
     def test_the_dialect_is_known(self, db: Database, db_option: str) -> None:
         """is_postgresql is true exactly on PostgreSQL."""

@@ -1,4 +1,5 @@
-"""Inserts that wait in their transaction and reach the database as one ``executemany`` per table.
+"""Inserts (and updates by key) that wait in their transaction and reach the database as one
+``executemany`` per table and statement.
 
 A pathway transition writes several resources, and each resource a history row and up to three kinds of
 search-index rows; sent one by one, that is one statement (with its fixed cost in the driver and in
@@ -14,7 +15,7 @@ sent together, in the order they were added, before anything could see their abs
 - before the commit (the session's ``before_commit``). A rollback drops them with the rest of the
   transaction.
 
-Rows whose generated keys someone needs must not wait here.
+Rows whose generated keys someone needs, and updates whose row count someone checks, must not wait here.
 """
 
 from __future__ import annotations
@@ -22,42 +23,71 @@ from __future__ import annotations
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Insert, Table, event, insert
+from sqlalchemy import Connection, Engine, Executable, Insert, Table, event, insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.expression import TableClause, TextClause
 from sqlalchemy.sql.util import find_tables
 
-_PENDING = "zorgpad.pending_inserts"
+_PENDING = "zorgpad.pending_rows"
 _TABLES = "_zorgpad_tables"
 _SAVEPOINTS = "zorgpad.open_savepoints"
 _CONNECTION = "zorgpad.batched_connection"
 _INSTALLED: weakref.WeakSet[Engine] = weakref.WeakSet()
 _INSERTS: dict[Table, Insert] = {}
 
-__all__ = ["add", "install", "savepoint", "send", "touching"]
+__all__ = ["add", "install", "savepoint", "send", "touching", "waiting"]
 
 
-def add(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Queue ``rows`` for ``table`` in the connection's transaction (or its innermost :func:`savepoint`)."""
+@dataclass
+class _Run:
+    """Rows for one statement, sent as one ``executemany``."""
+
+    table: Table
+    statement: Executable
+    keys: frozenset[str]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def add(connection: Connection, table: Table, rows: list[dict[str, Any]], *,
+        statement: Executable | None = None) -> None:
+    """Queue ``rows`` for ``table`` in the connection's transaction (or its innermost :func:`savepoint`).
+
+    ``statement`` (an INSERT into ``table`` by default) may also be an UPDATE of ``table`` built once, whose
+    parameters name the columns to set: a table's rows go in the order they were added.
+    """
     if not rows:
         return
     install(connection.engine)
+    statement = _insert(table) if statement is None else statement
     holding: list[bool] = connection.info.get(_SAVEPOINTS) or [True]
     if not holding[-1]:  # a plain begin_nested(): nothing sends the rows before it is released
-        connection.execute(_insert(table), rows)
+        connection.execute(statement, rows)
         return
-    pending: dict[Table, list[dict[str, Any]]] = connection.info.setdefault(_PENDING, {})
-    pending.setdefault(table, []).extend(rows)
+    pending: list[_Run] = connection.info.setdefault(_PENDING, [])
+    for row in rows:
+        keys = frozenset(row)
+        last = next((run for run in reversed(pending) if run.table is table), None)
+        if last is None or last.statement is not statement or last.keys != keys:
+            last = _Run(table, statement, keys)
+            pending.append(last)
+        last.rows.append(row)
 
 
 def send(connection: Connection) -> None:
-    """Write every waiting row now, one ``executemany`` per table."""
-    pending: dict[Table, list[dict[str, Any]]] | None = connection.info.pop(_PENDING, None)
-    for table, rows in (pending or {}).items():
-        connection.execute(_insert(table), rows)
+    """Write every waiting row now, one ``executemany`` per run of rows for one statement."""
+    pending: list[_Run] | None = connection.info.pop(_PENDING, None)
+    for run in pending or ():
+        connection.execute(run.statement, run.rows)
+
+
+def waiting(connection: Connection, table: Table | None = None) -> int:
+    """How many rows (for ``table``) wait to be sent."""
+    pending: list[_Run] = [] if connection.invalidated else connection.info.get(_PENDING) or []
+    return sum(len(run.rows) for run in pending if table is None or run.table is table)
 
 
 @contextmanager
@@ -138,15 +168,15 @@ def _send_before_commit(session: Session) -> None:
 
 def _send_first(connection: Connection, element: Any, multiparams: Any, params: Any,
                 _options: Any) -> tuple[Any, Any, Any]:
-    pending = None if connection.invalidated else connection.info.get(_PENDING)
-    if pending and _may_touch(element, pending.keys()):
+    pending: list[_Run] | None = None if connection.invalidated else connection.info.get(_PENDING)
+    if pending and _may_touch(element, {run.table for run in pending}):
         send(connection)
     return element, multiparams, params
 
 
-def _may_touch(element: Any, waiting: Iterable[Table]) -> bool:
-    """Whether ``element`` may read or write a table with waiting rows (when in doubt: yes)."""
-    names = {table.name for table in waiting}
+def _may_touch(element: Any, tables: Iterable[Table]) -> bool:
+    """Whether ``element`` may read or write one of ``tables`` (when in doubt: yes)."""
+    names = {table.name for table in tables}
     if not isinstance(element, ClauseElement):
         return True
     found = _tables_of(element)

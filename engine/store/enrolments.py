@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 from zorgpad.engine._model import EnrolmentState
 from zorgpad.engine._model import StepRun as StepRunState
 from zorgpad.engine._states import EnrolmentStatus, StepState
+from zorgpad.engine.store import batched
 from zorgpad.engine.store.resources import held_rows, note_written
 from zorgpad.engine.store.tables import Enrolment, StepRun
 
@@ -23,6 +24,8 @@ _STEP_FIELDS = ("state", "iteration", "completions", "start_at", "ready_at", "du
 _ENROLMENT = Enrolment.__table__  # type: ignore[attr-defined]
 _STEP_RUN = StepRun.__table__  # type: ignore[attr-defined]
 _STEPS_OF = select_core(_STEP_RUN).where(_STEP_RUN.c.enrolment_id == bindparam("enrolment"))
+_STEPS_OF_MANY = (select_core(_STEP_RUN).where(_STEP_RUN.c.enrolment_id.in_(bindparam("enrolments", expanding=True)))
+                  .order_by(_STEP_RUN.c.enrolment_id, _STEP_RUN.c.step_id))
 # Statements built once (SQLAlchemy would otherwise walk each new one to make its cache key). An UPDATE
 # sets the columns named in its parameters.
 _UPDATE_ENROLMENT = update(_ENROLMENT).where(_ENROLMENT.c.id == bindparam("k_id"))
@@ -68,10 +71,11 @@ def prefetch_steps(session: Session, enrolments: Iterable[Enrolment]) -> None:
     if not ids:
         return
     runs: dict[str, list[Mapping[str, Any]]] = {enrolment_id: [] for enrolment_id in ids}
-    query = (select_core(_STEP_RUN).where(_STEP_RUN.c.enrolment_id.in_(ids))
-             .order_by(_STEP_RUN.c.enrolment_id, _STEP_RUN.c.step_id))
-    for run in session.connection().execute(query).mappings():
-        runs[run["enrolment_id"]].append(dict(run))
+    found = session.connection().execute(_STEPS_OF_MANY, {"enrolments": ids})
+    names = list(found.keys())
+    for values in found:
+        run = dict(zip(names, values, strict=True))  # cheaper than a RowMapping per row
+        runs[run["enrolment_id"]].append(run)
     held = held_rows(session)
     for enrolment_id, found in runs.items():
         held[(StepRun, "prefetched", enrolment_id)] = found
@@ -103,9 +107,10 @@ def save_state(session: Session, state: EnrolmentState, before: EnrolmentState |
                row: Enrolment | None = None) -> Enrolment:
     """Write ``state``; only the step rows that changed since ``before`` are touched.
 
-    A new enrolment's row goes in through the session; after that the rows are written by core
-    statements (the changed steps as one ``executemany``) and the session's enrolment object is kept in
-    step without being flushed.
+    A new enrolment's row goes in through the session; after that its row and its changed steps are
+    updated by core statements that wait to go with the transaction's other rows (see
+    :mod:`zorgpad.engine.store.batched`), and the session's enrolment object is kept in step without
+    being flushed.
     """
     if row is None:
         row = session.get(Enrolment, state.id)
@@ -124,7 +129,7 @@ def save_state(session: Session, state: EnrolmentState, before: EnrolmentState |
         _forget_enrolments_of(session, state.patient)
     else:
         values["revision"] = row.revision + 1
-        connection.execute(_UPDATE_ENROLMENT, {"k_id": state.id, **values})
+        batched.add(connection, _ENROLMENT, [{"k_id": state.id, **values}], statement=_UPDATE_ENROLMENT)
         for name, value in values.items():
             set_committed_value(row, name, value)
         note_written(session, row, created=False)
@@ -140,8 +145,7 @@ def save_state(session: Session, state: EnrolmentState, before: EnrolmentState |
             added.append({"enrolment_id": state.id, "step_id": step_id, **fields})
         else:
             changed.append({"k_enrolment": state.id, "k_step": step_id, **fields})
-    if changed:
-        connection.execute(_UPDATE_STEP, changed)
+    batched.add(connection, _STEP_RUN, changed, statement=_UPDATE_STEP)
     if added:
         connection.execute(_INSERT_STEPS, added)
     gone = sorted(set(before.steps) - set(state.steps)) if before is not None else []

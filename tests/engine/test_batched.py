@@ -3,11 +3,12 @@ never missed by a read, a savepoint, a commit or a rollback."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, text
+from sqlalchemy import bindparam, event, func, text, update
 from sqlalchemy import select as select_core
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
@@ -188,9 +189,70 @@ class TestBatchedInserts:
         try:
             with database.transaction() as session, session.begin_nested():
                 put_resource(session, _condition("c1", "in-savepoint"), T0)
-                assert {} == session.connection().info.get("zorgpad.pending_inserts", {})
+                assert 0 == batched.waiting(session.connection())
         finally:
             database.dispose()
+
+
+class TestWaitingUpdates:
+    """UPDATEs by key wait too, in order with the inserts of their table."""
+
+    def test_an_update_added_after_an_insert_of_its_row_goes_after_it(self, db: Database) -> None:
+        table = ResourceVersion.__table__  # type: ignore[attr-defined]
+        mark = update(table).where(table.c.resource_type == bindparam("k_type"), table.c.id == bindparam("k_id"),
+                                   table.c.version_id == bindparam("k_version"))
+
+        def row(rid: str) -> dict[str, Any]:
+            return {"resource_type": "Condition", "id": rid, "version_id": 1, "last_updated": T0,
+                    "method": "PUT", "deleted": False, "content": None}
+
+        statements = _Statements(db)
+        try:
+            with db.transaction() as session:
+                connection = session.connection()
+                batched.add(connection, table, [row("c1")])
+                batched.add(connection, table, [{"k_type": "Condition", "k_id": "c1", "k_version": 1,
+                                                 "method": "PATCH"}], statement=mark)
+                batched.add(connection, table, [row("c2")])
+                batched.add(connection, table, [{"k_type": "Condition", "k_id": "c2", "k_version": 1,
+                                                 "method": "PATCH"}], statement=mark)
+                assert 4 == batched.waiting(connection, table)
+        finally:
+            statements.close()
+
+        assert 2 == statements.inserts["resource_version"]  # insert, update, insert, update: four runs
+        with db.transaction() as session:
+            assert [("c1", "PATCH"), ("c2", "PATCH")] == sorted(session.exec(select(
+                ResourceVersion.id, ResourceVersion.method)).all())
+
+    def test_an_enrolment_saved_twice_in_a_transaction_is_read_back_as_last_saved(self, db: Database) -> None:
+        """The waiting updates go before the read; both saves share one statement per table."""
+        state = EnrolmentState(id="e1", patient="Patient/p1", pathway_id="pzp", version="1.0.0",
+                               enrolled_at=T0, status=EnrolmentStatus.ACTIVE)
+        with db.transaction() as session:
+            save_state(session, state, None)
+        updates: list[str] = []
+
+        def listener(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if statement.startswith("UPDATE"):
+                updates.append(statement.split()[1])
+
+        event.listen(db.engine, "before_cursor_execute", listener)
+        try:
+            with db.transaction() as session:
+                row = session.get(Enrolment, "e1")
+                first = dataclasses.replace(state, episode="first")
+                save_state(session, first, state, row)
+                second = dataclasses.replace(first, episode="second")
+                save_state(session, second, first, row)
+                assert 2 == batched.waiting(session.connection(), Enrolment.__table__)  # type: ignore[attr-defined]
+                table = Enrolment.__table__  # type: ignore[attr-defined]
+                read = session.connection().execute(select_core(table.c.episode, table.c.revision)).one()
+        finally:
+            event.remove(db.engine, "before_cursor_execute", listener)
+
+        assert ("second", 3) == tuple(read)
+        assert ["enrolment"] == updates
 
 
 class TestHeldSavepoints:
@@ -204,9 +266,8 @@ class TestHeldSavepoints:
                 with batched.savepoint(session):
                     for n in range(4):
                         put_resource(session, _condition(f"c{n}", f"held-{n}"), T0)
-                    assert 4 == len(session.connection().info["zorgpad.pending_inserts"][
-                        ResourceVersion.__table__])  # type: ignore[attr-defined]
-                assert {} == session.connection().info.get("zorgpad.pending_inserts", {})
+                    assert 4 == batched.waiting(session.connection(), ResourceVersion.__table__)  # type: ignore[attr-defined]
+                assert 0 == batched.waiting(session.connection())
         finally:
             statements.close()
 
@@ -251,7 +312,7 @@ class TestHeldSavepoints:
             with pytest.raises(RuntimeError, match="the entry failed"):
                 entry(session)
             session.expunge_all()
-            assert {} == session.connection().info.get("zorgpad.pending_inserts", {})
+            assert 0 == batched.waiting(session.connection())
 
         with db.transaction() as session:
             assert ["c1"] == session.exec(select(ResourceVersion.id)).all()
@@ -262,10 +323,9 @@ class TestHeldSavepoints:
             put_resource(session, _condition("c1", "held"), T0)
             with session.begin_nested():
                 put_resource(session, _condition("c2", "plain"), T0)
-                assert {} == session.connection().info.get("zorgpad.pending_inserts", {})
+                assert 0 == batched.waiting(session.connection())
             put_resource(session, _condition("c3", "held-again"), T0)
-            assert 1 == len(session.connection().info["zorgpad.pending_inserts"][
-                ResourceVersion.__table__])  # type: ignore[attr-defined]
+            assert 1 == batched.waiting(session.connection(), ResourceVersion.__table__)  # type: ignore[attr-defined]
 
         with db.transaction() as session:
             assert ["c1", "c2", "c3"] == sorted(session.exec(select(ResourceVersion.id)).all())
@@ -275,9 +335,9 @@ class TestHeldSavepoints:
             put_resource(session, _condition("c1", "waiting"), T0)
             declared = batched.touching(text("SELECT count(*) FROM enrolment"), Enrolment.__table__)  # type: ignore[attr-defined]
             session.connection().execute(declared)
-            assert session.connection().info.get("zorgpad.pending_inserts")
+            assert batched.waiting(session.connection())
             session.connection().execute(text("SELECT count(*) FROM enrolment"))  # undeclared: sends first
-            assert {} == session.connection().info.get("zorgpad.pending_inserts", {})
+            assert 0 == batched.waiting(session.connection())
 
 
 class TestSavepointRollback:

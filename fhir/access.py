@@ -66,7 +66,7 @@ def _refs(node: Any, element: str) -> list[str]:
     return [v["reference"] for v in values if isinstance(v, Mapping) and isinstance(v.get("reference"), str)]
 
 
-def _org_refs(organisation: Any) -> CompoundSelect:
+def _org_refs(organisation: Any) -> CompoundSelect[Any]:
     """SQL for the organisation's own reference and those of its PractitionerRoles."""
     roles = select(literal("PractitionerRole/", String) + col(SearchReference.resource_id)).where(
         col(SearchReference.resource_type) == "PractitionerRole", col(SearchReference.param) == "organization",

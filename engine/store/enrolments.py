@@ -71,9 +71,9 @@ def prefetch_steps(session: Session, enrolments: Iterable[Enrolment]) -> None:
     if not ids:
         return
     runs: dict[str, list[Mapping[str, Any]]] = {enrolment_id: [] for enrolment_id in ids}
-    found = session.connection().execute(_STEPS_OF_MANY, {"enrolments": ids})
-    names = list(found.keys())
-    for values in found:
+    result = session.connection().execute(_STEPS_OF_MANY, {"enrolments": ids})
+    names = list(result.keys())
+    for values in result:
         run = dict(zip(names, values, strict=True))  # cheaper than a RowMapping per row
         runs[run["enrolment_id"]].append(run)
     held = held_rows(session)

@@ -54,7 +54,14 @@ from zorgpad.engine._projection import instant
 from zorgpad.engine.outbox import DeliveryError
 from zorgpad.engine.runtime import Engine
 from zorgpad.engine.store.db import Database
-from zorgpad.engine.store.resources import get_resource, parse_fhir_datetime, put_resource, tokens_of, values_at
+from zorgpad.engine.store.resources import (
+    get_resource,
+    parse_fhir_datetime,
+    put_resource,
+    read_cache,
+    tokens_of,
+    values_at,
+)
 from zorgpad.engine.store.search_params import params_for
 from zorgpad.engine.store.tables import OutboxItem, ResourceVersion, SearchToken, StoredResource
 from zorgpad.fhir.access import OWNER_TAG_SYSTEM, Principal, Scope
@@ -274,8 +281,6 @@ def _ended(subscription: Mapping[str, Any], now: datetime) -> bool:
 
 def queue_notifications(session: Session, stored: StoredResource, previous: JSON | None, now: datetime) -> None:
     """The resource listener: check and activate Subscriptions, and queue the notifications a write causes."""
-    if stored.resource_type == "Subscription":
-        session.info.pop(_CACHE, None)  # the set of active Subscriptions may have changed
     if stored.deleted:
         return
     if stored.resource_type == "Subscription" and _activate(session, stored, now):
@@ -316,16 +321,25 @@ def _activate(session: Session, stored: StoredResource, now: datetime) -> bool:
     return True
 
 
-_CACHE = "zorgpad.active-subscriptions"
+#: The read_cache key of the active Subscriptions: a write of a Subscription, and the end of a savepoint
+#: or of the transaction, forget them.
+_ACTIVE = (frozenset({"Subscription"}), "active-subscriptions")
 
 
 def _active_subscriptions(session: Session, resource_type: str) -> list[StoredResource]:
     """The active Subscriptions whose criteria name ``resource_type``. All active Subscriptions are read once
     per transaction (a ``$process-message`` writing six types, or a Bundle of hundreds of entries, asks once)."""
-    active: list[StoredResource] | None = session.info.get(_CACHE)
-    if active is None:
-        active = session.info[_CACHE] = list(session.exec(_ACTIVE_SUBSCRIPTIONS))
-    return [s for s in active if str(s.content.get("criteria") or "").partition("?")[0] == resource_type]
+    cache = read_cache(session)
+    if _ACTIVE not in cache:
+        cache[_ACTIVE] = list(session.exec(_ACTIVE_SUBSCRIPTIONS))
+    return [s for s in cache[_ACTIVE] if _criteria_type(s.content) == resource_type]
+
+
+def _criteria_type(subscription: Mapping[str, Any]) -> str | None:
+    try:
+        return _parse_criteria(str(subscription.get("criteria") or "")).resource_type
+    except ValueError:
+        return None  # accepted under older rules; it cannot fire now
 
 
 _ACTIVE_SUBSCRIPTIONS = select(StoredResource).where(

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 from zorgpad.engine.app import build_engine
 from zorgpad.engine.outbox import DeliveryError
 from zorgpad.engine.store.db import Database
@@ -439,6 +439,30 @@ class TestQueueing:
         db.run(lambda s: put_resource(s, consent, NOW, method="DELETE", deleted=True))
 
         assert ["rest-hook/live/Consent/k1/1"] == [item.idempotency_key for item in self.rest_hooks(db)]
+
+    def test_criteria_with_a_leading_slash_or_spaces_fire_as_they_were_accepted(self, db: Database) -> None:
+        engine = build_engine(db)
+        engine.ingest(subscription("s1", " /Task?status=requested "), now=NOW)
+        engine.ingest(TASK, now=NOW)
+
+        assert ["rest-hook/s1/Task/t1/1"] == [item.idempotency_key for item in self.rest_hooks(db)]
+
+    def test_a_subscription_rolled_back_with_its_savepoint_notifies_nobody_later_in_the_transaction(
+            self, db: Database) -> None:
+        """As a failed batch entry: the Subscription it wrote is gone, and so is what was known of it."""
+        engine = build_engine(db)
+        engine.ingest(subscription("kept", "Consent"), now=NOW)
+
+        def work(session: Session) -> None:
+            savepoint = session.begin_nested()
+            engine.ingest_in(session, subscription("gone", "Task"), now=NOW)
+            engine.ingest_in(session, {**TASK, "id": "t0"}, now=NOW)  # fills what is known of active ones
+            savepoint.rollback()
+            engine.ingest_in(session, TASK, now=NOW)
+
+        db.run(work)
+
+        assert [] == self.rest_hooks(db)
 
     def test_a_requested_subscription_is_stored_active_as_its_second_version(self, db: Database) -> None:
         """The server's write of status active is a version of its own, as on HAPI FHIR."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,13 +74,14 @@ class Database:
         #: Called as ``listener(session, stored, previous, now)`` after every resource write, inside the
         #: writing transaction (the FHIR layer queues Subscription notifications this way).
         self.resource_listeners: list[Callable[..., None]] = []
-        #: SQLite: the threads of this process take turns here before ``BEGIN IMMEDIATE``, so the next one
-        #: starts the moment the writer before it ends (SQLite's own busy handler polls, sleeping up to 100 ms
-        #: a time). Other processes still queue in the busy handler.
-        self._turns: threading.RLock | None = None
+        #: SQLite: the threads of this process take turns here before ``BEGIN IMMEDIATE``, in the order they
+        #: came, so the next one starts the moment the writer before it ends (SQLite's own busy handler polls,
+        #: sleeping up to 100 ms a time, and lets a thread that just committed begin again at once). Other
+        #: processes still queue in the busy handler.
+        self._turns: Turns | None = None
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, sqlite_synchronous)
-            self._turns = threading.RLock()
+            self._turns = Turns()
 
     @property
     def is_postgresql(self) -> bool:
@@ -126,6 +128,45 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+class Turns:
+    """A re-entrant lock handed to its waiting threads in the order they came."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._owner: int | None = None
+        self._depth = 0
+        self._waiting: deque[tuple[int, threading.Event]] = deque()
+
+    def acquire(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the turn; False if it did not come."""
+        me = threading.get_ident()
+        with self._mutex:
+            if self._owner == me or (self._owner is None and not self._waiting):
+                self._owner, self._depth = me, self._depth + 1
+                return True
+            called = threading.Event()
+            self._waiting.append((me, called))
+        if called.wait(timeout):
+            return True
+        with self._mutex:
+            if self._owner == me:  # handed over just as the wait ran out
+                return True
+            self._waiting.remove((me, called))
+            return False
+
+    def release(self) -> None:
+        """End this thread's turn (its outermost one); the longest waiting thread has the next."""
+        with self._mutex:
+            self._depth -= 1
+            if self._depth:
+                return
+            self._owner = None
+            if self._waiting:
+                self._owner, called = self._waiting.popleft()
+                self._depth = 1
+                called.set()
 
 
 def _is_conflict(exc: DBAPIError) -> bool:

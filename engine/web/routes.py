@@ -233,7 +233,7 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
 
     @router.post("/enrolments/{eid}/steps/{step_id}/{action}")
     async def do_step(request: Request, eid: str, step_id: str, action: str) -> Response:
-        user = user_of(request)
+        user = await run_in_threadpool(user_of, request)  # never a database wait on the event loop
         if user is None:
             return login_redirect()
         form = await _form(request)
@@ -266,7 +266,7 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
 
     @router.post("/patients/{pid}/enrol")
     async def do_enrol(request: Request, pid: str) -> Response:
-        user = user_of(request)
+        user = await run_in_threadpool(user_of, request)  # never a database wait on the event loop
         if user is None:
             return login_redirect()
         form = await _form(request)

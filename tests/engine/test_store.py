@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -13,7 +14,7 @@ from sqlmodel import Session, col, select
 from zorgpad.engine._model import EnrolmentState, StepRun
 from zorgpad.engine._states import EnrolmentStatus, StepState
 from zorgpad.engine.errors import ConfigurationError
-from zorgpad.engine.store.db import ENV_VAR, Database, database_url
+from zorgpad.engine.store.db import ENV_VAR, Database, Turns, database_url
 from zorgpad.engine.store.enrolments import active_enrolments_of, load_state, save_state
 from zorgpad.engine.store.resources import get_resource, patient_of, put_resource
 from zorgpad.engine.store.tables import (
@@ -420,6 +421,47 @@ class TestDatabase:
             db.run(work)
 
         assert 1 == len(calls)
+
+
+class TestTurns:
+    """The SQLite writers' queue inside one process."""
+
+    def test_waiting_threads_get_their_turn_in_the_order_they_came(self) -> None:
+        turns, order = Turns(), []
+
+        def writer(name: str) -> None:
+            assert turns.acquire(timeout=10)
+            order.append(name)
+            turns.release()
+
+        assert turns.acquire(timeout=1)
+        threads = []
+        for name in ("first", "second", "third"):
+            thread = threading.Thread(target=writer, args=(name,))
+            thread.start()
+            threads.append(thread)
+            while len(turns._waiting) < len(threads):  # queued before the next one starts
+                time.sleep(0.001)
+        turns.release()
+        for thread in threads:
+            thread.join(timeout=10)
+
+        assert ["first", "second", "third"] == order
+
+    def test_a_turn_is_reentrant_and_a_wait_that_runs_out_leaves_the_queue(self) -> None:
+        turns = Turns()
+        assert turns.acquire(timeout=1)
+        assert turns.acquire(timeout=1)  # the same thread again
+        results: list[bool] = []
+        thread = threading.Thread(target=lambda: results.append(turns.acquire(timeout=0.05)))
+        thread.start()
+        thread.join(timeout=10)
+        turns.release()
+        turns.release()
+
+        assert [False] == results
+        assert not turns._waiting
+        assert turns.acquire(timeout=0)  # free again
 
 
 class TestActiveEnrolmentsOf:

@@ -94,6 +94,7 @@ def waiting(connection: Connection, table: Table | None = None) -> int:
 def savepoint(session: Session) -> Iterator[None]:
     """``session.begin_nested()`` in which rows wait too: they are sent as the block ends, inside the
     savepoint, so a row the database refuses rolls the savepoint back with the rest of its work."""
+    install(session.connection().engine)
     with session.begin_nested():
         connection = session.connection()  # emits the SAVEPOINT now (the session does so lazily)
         connection.info[_SAVEPOINTS][-1] = True

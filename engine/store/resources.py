@@ -168,24 +168,24 @@ _READ_ROWS = select_core(_RESOURCE).where(_RESOURCE.c.resource_type == bindparam
                                           _RESOURCE.c.id.in_(bindparam("ids", expanding=True)))
 
 
-def _insert_or_nothing(table: Table) -> TextClause:
-    """``INSERT … ON CONFLICT DO NOTHING RETURNING 1`` for every column of ``table``, as text with typed
+def _insert_or_nothing(table: Table, columns: tuple[str, ...]) -> TextClause:
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING 1`` of ``columns`` of ``table``, as text with typed
     parameters: SQLAlchemy 2.0 never caches its dialects' ``on_conflict_do_nothing()`` inserts, so each
     execution compiled the statement anew (a tenth of a ``$process-message``). Both dialects speak this SQL.
     """
-    names = [column.name for column in table.c]  # our own metadata, never input
-    columns, values = ", ".join(names), ", ".join(f":{name}" for name in names)
-    sql = f"INSERT INTO {table.name} ({columns}) VALUES ({values}) ON CONFLICT DO NOTHING RETURNING 1"  # noqa: S608
-    statement = text(sql).bindparams(*(bindparam(column.name, type_=column.type) for column in table.c))
+    names = ", ".join(f'"{table.c[name].name}"' for name in columns)  # our own metadata, never input
+    values = ", ".join(f":{name}" for name in columns)
+    sql = f'INSERT INTO "{table.name}" ({names}) VALUES ({values}) ON CONFLICT DO NOTHING RETURNING 1'  # noqa: S608
+    statement = text(sql).bindparams(*(bindparam(name, type_=table.c[name].type) for name in columns))
     return batched.touching(statement, table)
 
 
 #: Insert a resource's first version, or nothing when the resource is already there (no row returned:
 #: psycopg reports no rowcount for ``ON CONFLICT DO NOTHING``).
-_INSERT_NEW = _insert_or_nothing(_RESOURCE)
-_UPDATE_ROW = update(_RESOURCE).where(_KEY)
 #: The columns a write changes (the key never does).
 _WRITTEN = ("version_id", "last_updated", "deleted", "patient", "content")
+_INSERT_NEW = _insert_or_nothing(_RESOURCE, ("resource_type", "id", *_WRITTEN))
+_UPDATE_ROW = update(_RESOURCE).where(_KEY)
 
 
 class _Unknown:

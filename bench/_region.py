@@ -88,8 +88,22 @@ def build(scratch: Scratch, sizes: Sizes, workdir: Path, *, log: Callable[[str],
     lateness_cohort = [ids_by_index[i] for i in range(1, lateness + 1)]
     main_cohort = [ids_by_index[i] for i in range(lateness + 1, lateness + main + 1)]
     topped = _population.top_up_timers(db_url, sizes.pending_timers, ids, now + timedelta(days=365))
+    _settle(db_url)
     region = Region(db_url, remind_at, lateness_cohort, main_cohort, template.rows_per_patient,
                     time.perf_counter() - started)
     region.notes.append(f"{topped:,} of the pending timers are due next year (added to reach the total)")
     return region
 
+
+
+def _settle(db_url: str) -> None:
+    """PostgreSQL: gather the planner's statistics, as autovacuum does within a minute of a bulk load. Right
+    after the copy they describe empty tables, and the access check's join then scans every care-team
+    reference (0.45 s instead of 0.1 ms a request)."""
+    database = Database(db_url)
+    try:
+        if database.is_postgresql:
+            with database.engine.begin() as connection:
+                connection.exec_driver_sql("ANALYZE")
+    finally:
+        database.dispose()

@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from tests.fault.conftest import ForkServer
 
 ROUNDS = 20
-ENROLMENTS = 150  # x 3 timers each: 450 due timers, about 10 fired per round, the rest by the final tick
+ENROLMENTS = 500  # x 3 timers each: 1,500 due timers; a round fires its target plus what the kill's delay
+# allows (up to about 60 since the tick got faster: with 150 the last rounds found nothing left), the rest go
+# by the final tick
 TICK_BATCH = 5  # small batches in the killed rounds, so that most kills land inside an open batch
 # Outbox items: each killed round delivers up to its target plus what fits in the kill's delay (up to
 # 30 ms), so the queue must outlast 20 rounds at any delivery speed, or a late round finds too few items

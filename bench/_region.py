@@ -95,7 +95,6 @@ def build(scratch: Scratch, sizes: Sizes, workdir: Path, *, log: Callable[[str],
     return region
 
 
-
 def _settle(db_url: str) -> None:
     """PostgreSQL: gather the planner's statistics, as autovacuum does within a minute of a bulk load. Right
     after the copy they describe empty tables, and the access check's join then scans every care-team

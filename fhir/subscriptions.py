@@ -328,7 +328,8 @@ _ACTIVE = (frozenset({"Subscription"}), "active-subscriptions")
 
 def _active_subscriptions(session: Session, resource_type: str) -> list[StoredResource]:
     """The active Subscriptions whose criteria name ``resource_type``. All active Subscriptions are read once
-    per transaction (a ``$process-message`` writing six types, or a Bundle of hundreds of entries, asks once)."""
+    and kept in the read cache (a ``$process-message`` writing six types, or a transaction Bundle of hundreds
+    of entries, asks once; each batch entry, a savepoint of its own, asks again)."""
     cache = read_cache(session)
     if _ACTIVE not in cache:
         cache[_ACTIVE] = list(session.exec(_ACTIVE_SUBSCRIPTIONS))

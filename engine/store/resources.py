@@ -180,10 +180,10 @@ def _insert_or_nothing(table: Table, columns: tuple[str, ...]) -> TextClause:
     return batched.touching(statement, table)
 
 
-#: Insert a resource's first version, or nothing when the resource is already there (no row returned:
-#: psycopg reports no rowcount for ``ON CONFLICT DO NOTHING``).
 #: The columns a write changes (the key never does).
 _WRITTEN = ("version_id", "last_updated", "deleted", "patient", "content")
+#: Insert a resource's first version, or nothing when the resource is already there (no row returned:
+#: psycopg reports no rowcount for ``ON CONFLICT DO NOTHING``).
 _INSERT_NEW = _insert_or_nothing(_RESOURCE, ("resource_type", "id", *_WRITTEN))
 _UPDATE_ROW = update(_RESOURCE).where(_KEY)
 

@@ -210,31 +210,45 @@ def database_size(url: str) -> int:
 # -- counting the rows a piece of work writes ------------------------------------------------------------
 
 _WRITE = re.compile(r'^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)"?', re.IGNORECASE)
+_RETURNING = re.compile(r"\bRETURNING\b", re.IGNORECASE)
 
 
 class WriteCounter:
     """Counts the rows each statement on ``engine`` inserts, updates or deletes, per table.
 
     Attached as a SQLAlchemy ``after_cursor_execute`` listener (a few microseconds per statement), so the
-    floor baseline can write the same number of rows.
+    floor baseline can write the same number of rows. SQLite runs a statement with ``RETURNING`` only as
+    its rows are fetched (its ``rowcount`` is 0 right after execute), so there such a statement is counted
+    from its cursor when the next statement starts or counting ends (PostgreSQL's is known at once, and
+    gone once the cursor is closed).
     """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.rows: Counter[tuple[str, str]] = Counter()
         self.statements = 0
+        self._returning: list[tuple[tuple[str, str], Any, int]] = []
 
-    def _count(self, _conn: Any, cursor: Any, statement: str, parameters: Any, _context: Any,
+    def _settle(self) -> None:
+        for key, cursor, fallback in self._returning:
+            rowcount = cursor.rowcount
+            self.rows[key] += fallback if rowcount is None or rowcount < 0 else rowcount
+        self._returning.clear()
+
+    def _count(self, conn: Any, cursor: Any, statement: str, parameters: Any, _context: Any,
                executemany: bool) -> None:
+        self._settle()
         self.statements += 1
         match = _WRITE.match(statement)
         if match is None:
             return
-        verb = match.group(1).split()[0].upper()
+        key = (match.group(2), match.group(1).split()[0].upper())
+        fallback = len(parameters) if executemany else 1
+        if conn.dialect.name == "sqlite" and _RETURNING.search(statement):
+            self._returning.append((key, cursor, fallback))
+            return
         rowcount = cursor.rowcount
-        if rowcount is None or rowcount < 0:
-            rowcount = len(parameters) if executemany else 1
-        self.rows[(match.group(2), verb)] += rowcount
+        self.rows[key] += fallback if rowcount is None or rowcount < 0 else rowcount
 
     @contextlib.contextmanager
     def counting(self) -> Iterator[WriteCounter]:
@@ -244,6 +258,7 @@ class WriteCounter:
             yield self
         finally:
             event.remove(self.engine, "after_cursor_execute", self._count)
+            self._settle()
 
     def written(self) -> dict[str, int]:
         """Rows inserted or updated per table (deletes are not rewritten by the floor)."""

@@ -74,20 +74,22 @@ class Server:
         self.log.unlink(missing_ok=True)
 
 
-def start(db_url: str, *, tick_interval: float = 0) -> Server:
-    """Start `zorgpad serve` on a free port with the registered pathways and wait for /healthz."""
-    return start_many([db_url], tick_interval=tick_interval)[0]
+def start(db_url: str, *, tick_interval: float = 0, workers: int = 1) -> Server:
+    """Start `zorgpad serve` (``--workers``) on a free port with the registered pathways and wait for
+    /healthz."""
+    return start_many([db_url], tick_interval=tick_interval, workers=workers)[0]
 
 
-def start_many(db_urls: list[str], *, tick_interval: float = 0) -> list[Server]:
+def start_many(db_urls: list[str], *, tick_interval: float = 0, workers: int = 1) -> list[Server]:
     """Start one `zorgpad serve` per database at once (start-up is mostly imports) and wait for all."""
-    launched = [_launch(url, tick_interval) for url in db_urls]
+    launched = [_launch(url, tick_interval, workers) for url in db_urls]
     return [_wait(*item) for item in launched]
 
 
-def _launch(db_url: str, tick_interval: float) -> tuple[str, str, subprocess.Popen[bytes], Path]:
+def _launch(db_url: str, tick_interval: float, workers: int) -> tuple[str, str, subprocess.Popen[bytes], Path]:
     port = _free_port()
-    args = [str(ZORGPAD), "serve", "--port", str(port), "--db", db_url, "--tick-interval", str(tick_interval)]
+    args = [str(ZORGPAD), "serve", "--port", str(port), "--db", db_url, "--tick-interval", str(tick_interval),
+            "--workers", str(workers)]
     # Output goes to a file: a pipe nobody reads fills up and freezes the server.
     log = tempfile.NamedTemporaryFile(prefix="zorgpad-bench-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(args, cwd=REPO, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)

@@ -121,16 +121,25 @@ async def _offer(server: _server.Server, token: str, patients: list[tuple[str, s
 
 def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
         log: Callable[[str], None] = print) -> list[Figure]:
+    """One pass with one server process; on PostgreSQL a second pass with ``--workers 2`` (on SQLite a
+    second process would only wait for the write lock)."""
+    figures = _pass(region, sizes, 1, log)
+    if scratch.postgresql:
+        figures += _pass(region, sizes, 2, log)
+    return figures
+
+
+def _pass(region: Region, sizes: Sizes, workers: int, log: Callable[[str], None]) -> list[Figure]:
     """Serve the region, offer the load, measure; then the floor."""
     offered = round(sizes.latency_rate * sizes.latency_seconds)
     patients = region.take(min(offered, len(region.main_cohort) // 3, 30_000))
     tasks = _conversation_tasks(region.db_url, patients)
-    server = _server.start(region.db_url)
+    server = _server.start(region.db_url, workers=workers)
     try:
         token = server.token(_fhir.GP)
         before = row_counts(region.db_url)
-        log(f"  latency: {sizes.latency_rate:.0f} requests/s for {sizes.latency_seconds:.0f} s "
-            f"({len(patients):,} patients available)")
+        log(f"  latency: {sizes.latency_rate:.0f} requests/s for {sizes.latency_seconds:.0f} s to {workers} "
+            f"server process(es) ({len(patients):,} patients available)")
         started = time.perf_counter()
         result = asyncio.run(_offer(server, token, patients, tasks, sizes.latency_rate, sizes.latency_seconds))
         elapsed = time.perf_counter() - started
@@ -157,12 +166,14 @@ def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
     kinds = "; ".join(f"{kind} p50 {percentile([s * 1000 for s in values], 0.5) or 0:.0f} ms"
                       for kind, values in result.by_kind.items() if values)
     floor_note = f"one transaction of {sum(v for v in per_message.values() if v > 0)} rows"
+    served = "" if workers == 1 else f", `zorgpad serve --workers {workers}`"
     return [
-        Figure("3. Event-to-handover latency", "p50 latency, ms (HTTP, validation and commit included)", p50, "ms",
+        Figure("3. Event-to-handover latency", f"p50 latency, ms (HTTP, validation and commit included{served})",
+               p50, "ms",
                f"≤ {TARGET_P50_MS:.0f} ms", p50 is not None and p50 <= TARGET_P50_MS, higher_is_better=False,
                baselines=[Baseline("raw database floor", percentile(floor_ms, 0.5), floor_note)],
                note=f"{context}; {kinds}"),
-        Figure("3. Event-to-handover latency", "p99 latency, ms", p99, "ms", f"≤ {TARGET_P99_MS:.0f} ms",
+        Figure("3. Event-to-handover latency", f"p99 latency, ms{served}", p99, "ms", f"≤ {TARGET_P99_MS:.0f} ms",
                p99 is not None and p99 <= TARGET_P99_MS and not result.errors, higher_is_better=False,
                baselines=[Baseline("raw database floor", percentile(floor_ms, 0.99), floor_note)]),
     ]

@@ -3,8 +3,11 @@ routes together (the FHIR interface and the dashboard mount here)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+import os
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -15,6 +18,12 @@ from zorgpad.engine.registry import Registry
 from zorgpad.engine.runtime import Engine
 from zorgpad.engine.scheduler import EmbeddedRunner
 from zorgpad.engine.store.db import Database
+
+#: How ``zorgpad serve --workers N`` hands its options to the worker processes uvicorn starts: JSON with the
+#: database URL, the pathway files and the tick interval (see :func:`worker_app`).
+SERVE_ENV = "ZORGPAD_SERVE"
+#: The app factory each such worker process imports.
+WORKER_APP = "zorgpad.engine.app:worker_app"
 
 
 def build_engine(db: Database, registry: Registry | None = None) -> Engine:
@@ -81,3 +90,20 @@ def create_app(db: Database, *, registry: Registry | None = None, tick_interval:
         return JSONResponse(body)
 
     return app
+
+
+def worker_environment(db_url: str, files: Sequence[str], tick_interval: float | None) -> dict[str, str]:
+    """The environment entry from which :func:`worker_app` builds a worker process's app."""
+    return {SERVE_ENV: json.dumps({"db": db_url, "files": [str(Path(f).resolve()) for f in files],
+                                   "tick_interval": tick_interval})}
+
+
+def worker_app() -> FastAPI:
+    """The app of one process of ``zorgpad serve --workers N``, built from ``$ZORGPAD_SERVE``.
+
+    Every worker runs its own embedded runner: on PostgreSQL the tickers claim disjoint batches (``FOR
+    UPDATE SKIP LOCKED``); on SQLite they take the database's write lock in turn.
+    """
+    options = json.loads(os.environ[SERVE_ENV])
+    return create_app(Database(options["db"]), registry=Registry.with_files(options["files"]),
+                      tick_interval=options["tick_interval"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -69,11 +70,7 @@ def _open(db_url: str | None, *, migrate: bool = False) -> Database:
 
 
 def _registry(files: tuple[str, ...]) -> Registry:
-    registry = Registry.default()
-    for path in files:
-        for pathway in load_file(path):
-            registry.add(pathway)
-    return registry
+    return Registry.with_files(files)
 
 
 _files_option = click.option("--file", "files", multiple=True, metavar="FILE", type=click.Path(),
@@ -297,15 +294,25 @@ def token_create(organisation: str | None, admin: bool, name: str | None, db_url
     click.echo(secret)
 
 
-def _serve(db_url: str | None, host: str, port: int, tick_interval: float, files: tuple[str, ...]) -> None:
+def _serve(db_url: str | None, host: str, port: int, tick_interval: float, files: tuple[str, ...],
+           workers: int = 1) -> None:
     import uvicorn
-    from zorgpad.engine.app import create_app
+    from zorgpad.engine import app as asgi
 
     with _errors():
-        app = create_app(_open(db_url, migrate=True), registry=_registry(files),
-                         tick_interval=tick_interval or None)
-    click.echo(f"Zorgpad listening on http://{host}:{port}/  (health: http://{host}:{port}/healthz)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+        database = _open(db_url, migrate=True)
+        registry = _registry(files)  # a bad pathway file fails here, once, not in every worker
+        if workers > 1:
+            database.dispose()
+            os.environ.update(asgi.worker_environment(database.url, files, tick_interval or None))
+        else:
+            app = asgi.create_app(database, registry=registry, tick_interval=tick_interval or None)
+    processes = f", {workers} worker processes" if workers > 1 else ""
+    click.echo(f"Zorgpad listening on http://{host}:{port}/  (health: http://{host}:{port}/healthz){processes}")
+    if workers > 1:
+        uvicorn.run(asgi.WORKER_APP, factory=True, workers=workers, host=host, port=port, log_level="warning")
+    else:
+        uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 _serve_options = [
@@ -313,6 +320,9 @@ _serve_options = [
     click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535)),
     click.option("--tick-interval", default=5.0, show_default=True, type=click.FloatRange(min=0),
                  help="Seconds between tick/deliver rounds; 0 turns the embedded runner off."),
+    click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+                 help="Server processes sharing the port, each with its own embedded runner (pays off on "
+                      "PostgreSQL; SQLite lets one process write at a time)."),
     _files_option,
     _db_option,
 ]
@@ -326,14 +336,16 @@ def _with_serve_options(func: F) -> F:
 
 @main.command()
 @_with_serve_options
-def serve(host: str, port: int, tick_interval: float, files: tuple[str, ...], db_url: str | None) -> None:
+def serve(host: str, port: int, tick_interval: float, workers: int, files: tuple[str, ...],
+          db_url: str | None) -> None:
     """Run the HTTP API with the embedded tick/deliver runner."""
-    _serve(db_url, host, port, tick_interval, files)
+    _serve(db_url, host, port, tick_interval, files, workers)
 
 
 @main.command()
 @_with_serve_options
-def demo(host: str, port: int, tick_interval: float, files: tuple[str, ...], db_url: str | None) -> None:
+def demo(host: str, port: int, tick_interval: float, workers: int, files: tuple[str, ...],
+         db_url: str | None) -> None:
     """Seed a fictional region into the database, then serve it."""
     from zorgpad.engine.app import build_engine
     from zorgpad.engine.demo import seed
@@ -350,4 +362,4 @@ def demo(host: str, port: int, tick_interval: float, files: tuple[str, ...], db_
     for name, secret in region.tokens.items():
         click.echo(f"token {name}: {secret}")
     click.echo(f"FHIR base: http://{host}:{port}/fhir  (send a token as 'Authorization: Bearer …')")
-    _serve(url, host, port, tick_interval, files)
+    _serve(url, host, port, tick_interval, files, workers)

@@ -97,6 +97,15 @@ class Registry:
                     registry.add(pathway)
         return registry
 
+    @classmethod
+    def with_files(cls, paths: Iterable[str | Path]) -> Registry:
+        """The default registry plus the pathways of these Python files (``zorgpad … --file``)."""
+        registry = cls.default()
+        for path in paths:
+            for pathway in load_file(path):
+                registry.add(pathway)
+        return registry
+
     def add(self, pathway: type[Pathway]) -> None:
         """Register ``pathway``; registering the same class twice is harmless."""
         versions = self._versions.setdefault(pathway.id, {})

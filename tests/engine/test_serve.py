@@ -234,6 +234,72 @@ class TestServe:
         assert "99999" in result.stderr
 
 
+def _children(pid: int) -> list[str]:
+    """The command lines of the processes whose parent is ``pid``."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            if int(fields.get("PPid", "0")) == pid:
+                found.append((status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, ValueError):
+            continue  # the process ended while we looked
+    return found
+
+
+@pytest.fixture
+def many_overdue_url(db_url: str) -> str:
+    """Twenty patients enrolled in ExampleAcp eight days ago: each register step's due timer is due."""
+    db = Database(db_url)
+    engine = Engine(db, Registry([ExampleAcp]))
+    past = datetime.now(UTC) - timedelta(days=8)
+    for index in range(OVERDUE):
+        engine.ingest({"resourceType": "Patient", "id": f"p{index}", "generalPractitioner": [
+            {"reference": "Organization/gp-1"}]}, now=past)
+        engine.enrol("example-acp", f"Patient/p{index}", now=past)
+    db.dispose()
+    return db_url
+
+
+OVERDUE = 20
+
+
+class TestWorkers:
+    """``zorgpad serve --workers N``: N processes share the port, each with its own embedded runner."""
+
+    def test_two_workers_serve_and_fire_every_due_timer_once(self, tmp_path: Path, many_overdue_url: str) -> None:
+        """Two worker processes start under the server; their two runners, ticking every 0.1 s, fire each of
+        the twenty due timers exactly once (one outbox action per enrolment); SIGTERM ends them all."""
+        url = many_overdue_url
+        with running(tmp_path, "serve", "--db", url, "--workers", "2", "--tick-interval", "0.1",
+                     "--file", EXAMPLE) as server:
+            workers = [line for line in _children(server.process.pid) if "spawn_main" in line]
+            pathways = server.client.get("/healthz").json()["pathways"]
+
+            def fired() -> bool:
+                return 0 == query(url, "SELECT COUNT(*) FROM timer")[0][0]
+
+            eventually(fired, "the runners to fire every due timer")
+            time.sleep(1.0)  # ten more rounds of each runner: a second firing would show now
+            status = server.stop()
+            left = _children(server.process.pid)
+
+        actions = query(url, "SELECT enrolment_id, COUNT(*) FROM outbox WHERE channel = 'action' "
+                             "GROUP BY enrolment_id")
+        firings = query(url, "SELECT patient, COUNT(*) FROM audit WHERE what = 'TimerFired' GROUP BY patient")
+        overdue = query(url, "SELECT COUNT(*) FROM step_run WHERE step_id = 'register' "
+                             "AND business_status = 'overdue'")[0][0]
+        assert 2 == len(workers), workers
+        assert any("/example-acp|" in p for p in pathways), pathways
+        assert (OVERDUE, {1}) == (len(actions), {count for _, count in actions})
+        assert (OVERDUE, {1}) == (len(firings), {count for _, count in firings})
+        assert OVERDUE == overdue
+        assert status in CLEAN_EXIT
+        assert [] == left, left
+        assert "2 worker processes" in server.output()
+        assert "Traceback" not in server.output()
+
+
 class TestDemo:
     """``zorgpad demo`` seeds the fictional region into a SQLite file and serves it."""
 

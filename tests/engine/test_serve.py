@@ -234,17 +234,29 @@ class TestServe:
         assert "99999" in result.stderr
 
 
-def _children(pid: int) -> list[str]:
-    """The command lines of the processes whose parent is ``pid``."""
-    found = []
+#: Patients whose due timers the worker processes' runners fire.
+OVERDUE = 20
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Process id -> command line of the processes whose parent is ``pid``."""
+    found = {}
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
             fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
             if int(fields.get("PPid", "0")) == pid:
-                found.append((status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+                found[int(status.parent.name)] = (status.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except (OSError, ValueError):
             continue  # the process ended while we looked
     return found
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (not gone, not a zombie)."""
+    try:
+        return "\tZ" not in Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].splitlines()[0]
+    except OSError:
+        return False
 
 
 @pytest.fixture
@@ -261,9 +273,6 @@ def many_overdue_url(db_url: str) -> str:
     return db_url
 
 
-OVERDUE = 20
-
-
 class TestWorkers:
     """``zorgpad serve --workers N``: N processes share the port, each with its own embedded runner."""
 
@@ -273,7 +282,7 @@ class TestWorkers:
         url = many_overdue_url
         with running(tmp_path, "serve", "--db", url, "--workers", "2", "--tick-interval", "0.1",
                      "--file", EXAMPLE) as server:
-            workers = [line for line in _children(server.process.pid) if "spawn_main" in line]
+            workers = [pid for pid, line in _children(server.process.pid).items() if "spawn_main" in line]
             pathways = server.client.get("/healthz").json()["pathways"]
 
             def fired() -> bool:
@@ -282,7 +291,7 @@ class TestWorkers:
             eventually(fired, "the runners to fire every due timer")
             time.sleep(1.0)  # ten more rounds of each runner: a second firing would show now
             status = server.stop()
-            left = _children(server.process.pid)
+            left = [pid for pid in workers if _alive(pid)]
 
         actions = query(url, "SELECT enrolment_id, COUNT(*) FROM outbox WHERE channel = 'action' "
                              "GROUP BY enrolment_id")

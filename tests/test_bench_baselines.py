@@ -9,18 +9,16 @@ share one Prefect server, started once for the module, so that the test stays wi
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
+from benchpath import import_bench
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 
-REPO = Path(__file__).resolve().parent.parent
 PATIENTS, PENDING, DUE = 5, 50, 5
 #: Time boxes for the tiny runs, in seconds (the harness's are far shorter; these only bound a stuck run).
 WIDE = 60.0
@@ -29,12 +27,8 @@ pytestmark = pytest.mark.slow
 
 
 def _import(name: str) -> ModuleType:
-    """Import ``bench.baselines.<name>``; the repository root is on sys.path only while importing."""
-    sys.path.insert(0, str(REPO))
-    try:
-        return importlib.import_module(f"bench.baselines.{name}")
-    finally:
-        sys.path.remove(str(REPO))
+    """Import ``bench.baselines.<name>``."""
+    return import_bench(f"baselines.{name}")
 
 
 @pytest.fixture(scope="module")

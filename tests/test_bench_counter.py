@@ -5,24 +5,16 @@ The floor baselines write as many rows as it counted, so a row it misses makes t
 
 from __future__ import annotations
 
-import importlib
-import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from types import ModuleType
 
+from benchpath import import_bench
 from zorgpad.engine.store.db import Database
 from zorgpad.engine.store.resources import put_resource
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 def _common() -> ModuleType:
-    sys.path.insert(0, str(REPO))
-    try:
-        return importlib.import_module("bench._common")
-    finally:
-        sys.path.remove(str(REPO))
+    return import_bench("_common")
 
 
 def _patient(patient_id: str) -> dict[str, object]:

@@ -6,8 +6,9 @@ search-index rows; sent one by one, that is one statement (with its fixed cost i
 SQLAlchemy) per table per resource. Instead :func:`add` keeps the rows on the connection, and they are
 sent together, in the order they were added, before anything could see their absence:
 
-- before every statement that may touch a table with waiting rows (a statement whose tables cannot be
-  told, raw SQL included, counts as touching them), so reads in the same transaction see them;
+- before every statement that may touch a table with waiting rows, so reads in the same transaction see
+  them: that table's rows go, with those of the tables linked to it by a foreign key (a statement whose
+  tables cannot be told, raw SQL included, counts as touching every table, and sends everything);
 - before a savepoint starts, so that rolling back to it never takes older rows along;
 - inside a savepoint opened with :func:`savepoint`, before it is released: a row the database refuses
   then fails the savepoint's own work (a batch Bundle entry, a message's content), and rolling back to it
@@ -21,7 +22,7 @@ Rows whose generated keys someone needs, and updates whose row count someone che
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,11 +78,37 @@ def add(connection: Connection, table: Table, rows: list[dict[str, Any]], *,
         last.rows.append(row)
 
 
-def send(connection: Connection) -> None:
-    """Write every waiting row now, one ``executemany`` per run of rows for one statement."""
-    pending: list[_Run] | None = connection.info.pop(_PENDING, None)
-    for run in pending or ():
+def send(connection: Connection, tables: frozenset[str] | None = None) -> None:
+    """Write the waiting rows now, one ``executemany`` per run of rows for one statement, in order.
+
+    With ``tables`` (names), only the rows of those tables go, with the rows of the tables linked to them
+    by a foreign key (a parent row before its child's, a child row before its parent is touched).
+    """
+    pending: list[_Run] | None = connection.info.get(_PENDING)
+    if not pending:
+        return
+    names = _linked(pending, tables) if tables is not None else None
+    going = [run for run in pending if names is None or run.table.name in names]
+    connection.info[_PENDING] = [run for run in pending if names is not None and run.table.name not in names]
+    for run in going:  # every row of their tables goes: a table's rows stay in the order they were added
         connection.execute(run.statement, run.rows)
+
+
+def _linked(pending: list[_Run], tables: frozenset[str]) -> set[str]:
+    """``tables`` and, through foreign keys either way, every table of a waiting run linked to them."""
+    names = set(tables)
+    grown = True
+    while grown:
+        grown = False
+        for run in pending:
+            parents = {key.column.table.name for key in run.table.foreign_keys}
+            if run.table.name in names and not parents <= names:
+                names |= parents
+                grown = True
+            elif run.table.name not in names and parents & names:
+                names.add(run.table.name)
+                grown = True
+    return names
 
 
 def waiting(connection: Connection, table: Table | None = None) -> int:
@@ -170,18 +197,13 @@ def _send_before_commit(session: Session) -> None:
 def _send_first(connection: Connection, element: Any, multiparams: Any, params: Any,
                 _options: Any) -> tuple[Any, Any, Any]:
     pending: list[_Run] | None = None if connection.invalidated else connection.info.get(_PENDING)
-    if pending and _may_touch(element, {run.table for run in pending}):
-        send(connection)
+    if pending:
+        found = _tables_of(element) if isinstance(element, ClauseElement) else frozenset()
+        if not found:  # a statement whose tables cannot be told may touch every table
+            send(connection)
+        elif any(run.table.name in found for run in pending):
+            send(connection, found)
     return element, multiparams, params
-
-
-def _may_touch(element: Any, tables: Iterable[Table]) -> bool:
-    """Whether ``element`` may read or write one of ``tables`` (when in doubt: yes)."""
-    names = {table.name for table in tables}
-    if not isinstance(element, ClauseElement):
-        return True
-    found = _tables_of(element)
-    return not found or bool(found & names)
 
 
 def _tables_of(element: ClauseElement) -> frozenset[str]:

@@ -19,7 +19,14 @@ from zorgpad.engine.store import batched
 from zorgpad.engine.store.db import Database
 from zorgpad.engine.store.enrolments import save_state
 from zorgpad.engine.store.resources import get_resource, put_resource
-from zorgpad.engine.store.tables import Enrolment, ResourceVersion, SearchReference, SearchToken, StoredResource
+from zorgpad.engine.store.tables import (
+    Enrolment,
+    ResourceVersion,
+    SearchReference,
+    SearchToken,
+    StepRun,
+    StoredResource,
+)
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 SNOMED = "http://snomed.info/sct"
@@ -28,6 +35,11 @@ SNOMED = "http://snomed.info/sct"
 def _condition(rid: str, code: str, patient: str = "Patient/p1") -> dict[str, Any]:
     return {"resourceType": "Condition", "id": rid, "subject": {"reference": patient},
             "code": {"coding": [{"system": SNOMED, "code": code}]}}
+
+
+def _version(rid: str) -> dict[str, Any]:
+    return {"resource_type": "Condition", "id": rid, "version_id": 1, "last_updated": T0, "method": "PUT",
+            "deleted": False, "content": None}
 
 
 def _tokens(session: Session, code: str) -> int:
@@ -224,6 +236,57 @@ class TestWaitingUpdates:
         with db.transaction() as session:
             assert [("c1", "PATCH"), ("c2", "PATCH")] == sorted(session.exec(select(
                 ResourceVersion.id, ResourceVersion.method)).all())
+
+    def test_a_read_sends_the_rows_of_its_own_tables_only(self, db: Database) -> None:
+        """A read of the token index sends the token rows; the history and reference rows queued around
+        them keep waiting for the commit."""
+        versions, tokens, references = (t.__table__ for t in (ResourceVersion, SearchToken, SearchReference))  # type: ignore[attr-defined]
+        with db.transaction() as session:
+            connection = session.connection()
+            batched.add(connection, versions, [_version("c1")])
+            batched.add(connection, tokens, [{"resource_type": "Condition", "resource_id": "c1", "param": "code",
+                                              "system": SNOMED, "code": "queued"}])
+            batched.add(connection, references, [{"resource_type": "Condition", "resource_id": "c1",
+                                                  "param": "subject", "target": "Patient/p1"}])
+            assert 1 == _tokens(session, "queued")
+            assert (1, 0, 1) == tuple(batched.waiting(connection, t) for t in (versions, tokens, references))
+        with db.transaction() as session:
+            assert 1 == session.exec(select(func.count()).select_from(SearchReference)).one()
+            assert 1 == session.exec(select(func.count()).select_from(ResourceVersion)).one()
+
+    def test_a_read_of_one_table_sends_all_its_runs_in_order(self, db: Database) -> None:
+        """History insert, token row, history update: a read of the history sends both of its runs, the
+        insert before the update, and leaves the token row waiting."""
+        versions, tokens = ResourceVersion.__table__, SearchToken.__table__  # type: ignore[attr-defined]
+        mark = update(versions).where(versions.c.resource_type == bindparam("k_type"),
+                                      versions.c.id == bindparam("k_id"),
+                                      versions.c.version_id == bindparam("k_version"))
+        with db.transaction() as session:
+            connection = session.connection()
+            batched.add(connection, versions, [_version("c1")])
+            batched.add(connection, tokens, [{"resource_type": "Condition", "resource_id": "c1", "param": "code",
+                                              "system": SNOMED, "code": "between"}])
+            batched.add(connection, versions, [{"k_type": "Condition", "k_id": "c1", "k_version": 1,
+                                                "method": "PATCH"}], statement=mark)
+            assert ["PATCH"] == session.exec(select(ResourceVersion.method)).all()
+            assert (0, 1) == (batched.waiting(connection, versions), batched.waiting(connection, tokens))
+
+    @pytest.mark.parametrize("read", ["child", "parent"])
+    def test_rows_linked_by_a_foreign_key_go_together(self, db: Database, read: str) -> None:
+        """A step row waits behind its enrolment's row: a read of either table sends both, the enrolment
+        first (the database checks the key at once)."""
+        enrolments, steps = Enrolment.__table__, StepRun.__table__  # type: ignore[attr-defined]
+        with db.transaction() as session:
+            connection = session.connection()
+            batched.add(connection, enrolments, [{
+                "id": "e1", "patient": "Patient/p1", "pathway_id": "pzp", "pathway_version": "1.0.0",
+                "status": "active", "enrolled_at": T0, "facts": {}, "dates": {}, "revision": 1}])
+            batched.add(connection, steps, [{
+                "enrolment_id": "e1", "step_id": "conversation", "state": "waiting", "iteration": 1,
+                "completions": 0, "reminders_sent": 0, "overdue": False, "escalated": False, "rerun": False}])
+            table = steps if read == "child" else enrolments
+            assert 1 == connection.execute(select_core(func.count()).select_from(table)).scalar_one()
+            assert 0 == batched.waiting(connection)
 
     def test_an_enrolment_saved_twice_in_a_transaction_is_read_back_as_last_saved(self, db: Database) -> None:
         """The waiting updates go before the read; both saves share one statement per table."""

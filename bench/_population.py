@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Integer, Table, func, insert, select
+from sqlalchemy import JSON, Connection, Integer, Table, func, insert, select
 from sqlmodel import SQLModel
 from zorgpad.engine import Engine
 from zorgpad.engine._model import NoticeKind
@@ -274,8 +274,9 @@ def populate(db_url: str, template: Template, count: int, shift: Callable[[int],
              batch: int = 250, log: Callable[[str], None] | None = None) -> None:
     """Write the organisations and ``count`` copies of the template patient into ``db_url``.
 
-    The copies go in as driver-level ``executemany`` of pre-rendered values (JSON as text), one
-    transaction per ``batch`` patients: the cheapest way to write rows, since this is set-up, not measured.
+    The copies go in as driver-level ``executemany`` of pre-rendered values (JSON as text; on PostgreSQL
+    by ``COPY``), one transaction per ``batch`` patients: the cheapest way to write rows, since this is
+    set-up, not measured.
     ``log`` hears how far it got every :data:`PROGRESS_EVERY` copies.
     """
     database = Database(db_url)
@@ -284,11 +285,13 @@ def populate(db_url: str, template: Template, count: int, shift: Callable[[int],
     quote = dialect.identifier_preparer.quote
     marker = "?" if dialect.paramstyle == "qmark" else "%s"
     statements: dict[str, str] = {}
+    copies: dict[str, str] = {}  # PostgreSQL: COPY … FROM STDIN, several times faster than INSERTs
     processors: dict[str, list[Callable[[Any], Any] | None]] = {}
     for name, columns in template.columns.items():
         table = by_name[name]
         names, markers = ", ".join(quote(c) for c in columns), ", ".join([marker] * len(columns))
         statements[name] = f"INSERT INTO {quote(name)} ({names}) VALUES ({markers})"  # noqa: S608 - our own table names
+        copies[name] = f"COPY {quote(name)} ({names}) FROM STDIN"
         json_columns = _json_columns(table)
         # JSON is already text; every other column goes through the dialect's own bind processing.
         processors[name] = [None if c in json_columns else table.c[c].type._cached_bind_processor(dialect)
@@ -305,11 +308,23 @@ def populate(db_url: str, template: Template, count: int, shift: Callable[[int],
                     collected[name].extend(rows)
             with database.engine.begin() as connection:
                 for name in order:
-                    connection.exec_driver_sql(statements[name], collected[name])
+                    if database.is_postgresql:
+                        _copy(connection, copies[name], collected[name])
+                    else:
+                        connection.exec_driver_sql(statements[name], collected[name])
             if log is not None and (indexes.stop - 1) // PROGRESS_EVERY > (indexes.start - 1) // PROGRESS_EVERY:
                 log(f"    {indexes.stop - 1:,} of {count:,} copies written")
     finally:
         database.dispose()
+
+
+def _copy(connection: Connection, statement: str, rows: list[tuple[Any, ...]]) -> None:
+    """Write ``rows`` with PostgreSQL's COPY, through psycopg's own connection (in the caller's transaction)."""
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def top_up_timers(db_url: str, total: int, enrolment_ids: Sequence[str], far: datetime, *, batch: int = 5_000) -> int:

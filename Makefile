@@ -54,14 +54,16 @@ docs: $(STAMP)
 	$(BIN)/python docs/regenerate.py
 
 # Issue #7's benchmarks beside their baselines, written to docs/benchmarks.md: reduced sizes (a few minutes)
-# or the full sizes (hours). BENCH_DB=postgresql://… runs them on PostgreSQL.
+# or the full sizes (hours, docs/benchmarks-full.md). BENCH_DB=postgresql://… runs them on PostgreSQL and
+# writes docs/benchmarks-postgresql.md and docs/benchmarks-full-postgresql.md instead.
 BENCH_DB ?= sqlite
+BENCH_ON = $(if $(filter sqlite,$(BENCH_DB)),,-postgresql)
 
 bench: $(STAMP)
-	$(BIN)/python -m bench --db $(BENCH_DB)
+	$(BIN)/python -m bench --db $(BENCH_DB) --out docs/benchmarks$(BENCH_ON).md
 
 bench-full: $(STAMP)
-	$(BIN)/python -m bench --full --db $(BENCH_DB) --out docs/benchmarks-full.md
+	$(BIN)/python -m bench --full --db $(BENCH_DB) --out docs/benchmarks-full$(BENCH_ON).md
 
 # Re-resolve the pinned set after changing dependencies in pyproject.toml.
 lock:

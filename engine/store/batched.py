@@ -82,7 +82,7 @@ def send(connection: Connection, tables: frozenset[str] | None = None) -> None:
     """Write the waiting rows now, one ``executemany`` per run of rows for one statement, in order.
 
     With ``tables`` (names), only the rows of those tables go, with the rows of the tables linked to them
-    by a foreign key (a parent row before its child's, a child row before its parent is touched).
+    by a foreign key either way, so that no waiting parent row is left behind its child's.
     """
     pending: list[_Run] | None = connection.info.get(_PENDING)
     if not pending:

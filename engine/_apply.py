@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +31,8 @@ from zorgpad.engine._projection import (
     BUSINESS_STATUS_SYSTEM,
     communication_id,
     instant,
+    letter_id,
+    summary_id,
     task_id,
     to_careplan,
     to_communication,
@@ -43,13 +45,13 @@ from zorgpad.engine.render.messages import render_notice
 from zorgpad.engine.store import batched
 from zorgpad.engine.store.audit import Actor, audit
 from zorgpad.engine.store.enrolments import save_state
-from zorgpad.engine.store.resources import get_resource, put_resource, resources_of_patient
+from zorgpad.engine.store.resources import expect_writes, get_resource, put_resource, resources_of_patient
 from zorgpad.engine.store.tables import Enrolment, OutboxItem, Timer
 
 NOTIFY_CHANNEL = "notify"
 _TIMER = Timer.__table__  # type: ignore[attr-defined]
 _CANCEL_ALL = delete(_TIMER).where(_TIMER.c.enrolment_id == bindparam("enrolment"))
-_CANCEL_STEP = _CANCEL_ALL.where(_TIMER.c.step_id == bindparam("step"))
+_CANCEL_STEPS = _CANCEL_ALL.where(_TIMER.c.step_id.in_(bindparam("steps", expanding=True)))
 ACTION_CHANNEL = "action"
 
 
@@ -57,8 +59,10 @@ def apply_outcome(session: Session, pathway: type[Pathway], before: EnrolmentSta
                   outcome: Outcome, now: datetime, actor: Actor, row: Enrolment | None = None) -> Enrolment:
     """Write ``outcome`` (the result of evaluating ``event`` on ``before``) in ``session``."""
     applier = _Applier(session, pathway, outcome.state, now)
+    expect_writes(session, applier.made(outcome.commands))
     for command in outcome.commands:
         applier.apply(command)
+    applier.write_timers()
     saved = save_state(session, outcome.state, before, row)
     session.flush()
     applier.write_careplan(created=before is None,
@@ -77,6 +81,10 @@ class _Applier:
         self.now = now
         self.new_tasks: list[str] = []
         self.ended = False
+        #: The outcome's timer commands, netted (see :meth:`write_timers`).
+        self.cancel_all = False
+        self.cancelled: set[str] = set()
+        self.timers: list[dict[str, Any]] = []
 
     def apply(self, command: Command) -> None:
         match command:
@@ -85,12 +93,16 @@ class _Applier:
             case UpdateTask():
                 self._update_task(command)
             case ScheduleTimer():
-                batched.add(self.session.connection(), _TIMER, [{
+                self.timers.append({
                     "due_at": command.at, "enrolment_id": self.state.id, "step_id": command.step_id,
-                    "kind": command.kind.value, "iteration": command.iteration, "seq": command.seq}])
+                    "kind": command.kind.value, "iteration": command.iteration, "seq": command.seq})
             case CancelTimers():
-                self.session.connection().execute(_CANCEL_ALL if command.step_id is None else _CANCEL_STEP,
-                                                  {"enrolment": self.state.id, "step": command.step_id})
+                # Timers this outcome scheduled before are dropped unwritten; the stored ones go in write_timers.
+                self.timers = [t for t in self.timers if command.step_id not in (None, t["step_id"])]
+                if command.step_id is None:
+                    self.cancel_all = True
+                else:
+                    self.cancelled.add(command.step_id)
             case Notify():
                 self._notify(command)
             case RunAction():
@@ -100,6 +112,33 @@ class _Applier:
                     "patient": self.state.patient, "step": command.step_id, "iteration": command.iteration})
             case EndEnrolment():
                 self.ended = True
+
+    def made(self, commands: tuple[Command, ...]) -> Iterator[tuple[str, str]]:
+        """``(type, id)`` of the resources ``commands`` may create."""
+        enrolment = self.state.id
+        for command in commands:
+            match command:
+                case OpenTask():
+                    step, iteration = self.pathway.step(command.step_id), command.iteration
+                    yield "Task", task_id(enrolment, step.id, iteration)
+                    if step.letter is not None:
+                        yield "Communication", letter_id(enrolment, step.id, iteration)
+                    if step.handover is not None and step.handover.summary is not None:
+                        yield "Composition", summary_id(enrolment, step.id, iteration)
+                case Notify():
+                    yield "Communication", communication_id(enrolment, command.step_id, command.iteration,
+                                                            command.kind, command.seq)
+
+    def write_timers(self) -> None:
+        """Delete the stored timers the outcome cancelled, in one statement, then queue the timers it scheduled
+        and did not cancel. Nothing else in the transaction reads timers, so this has the effect of applying
+        the commands in order, in two statements instead of two per step."""
+        connection = self.session.connection()
+        if self.cancel_all:
+            connection.execute(_CANCEL_ALL, {"enrolment": self.state.id})
+        elif self.cancelled:
+            connection.execute(_CANCEL_STEPS, {"enrolment": self.state.id, "steps": sorted(self.cancelled)})
+        batched.add(connection, _TIMER, self.timers)
 
     def _open_task(self, command: OpenTask) -> None:
         step = self.pathway.step(command.step_id)

@@ -38,6 +38,16 @@ def communication_id(enrolment_id: str, step_id: str, iteration: int, kind: Noti
     return str(uuid.uuid5(_NAMESPACE, f"communication/{enrolment_id}/{step_id}/{iteration}/{kind}/{seq}"))
 
 
+def letter_id(enrolment_id: str, step_id: str, iteration: int) -> str:
+    """The id of the letter (a Communication) of one step round."""
+    return str(uuid.uuid5(_NAMESPACE, f"letter/{enrolment_id}/{step_id}/{iteration}"))
+
+
+def summary_id(enrolment_id: str, step_id: str, iteration: int) -> str:
+    """The id of the handover summary (a Composition) of one step round."""
+    return str(uuid.uuid5(_NAMESPACE, f"summary/{enrolment_id}/{step_id}/{iteration}"))
+
+
 def to_careplan(pathway: type[Pathway], state: EnrolmentState, task_refs: list[str]) -> JSON:
     """The CarePlan that shows an enrolment."""
     period: JSON = {"start": instant(state.enrolled_at)}
@@ -129,7 +139,7 @@ def to_letter(state: EnrolmentState, step: Step, iteration: int, *, text: str, r
     """A letter to the patient (and relatives) as a Communication in preparation, for the owner to send."""
     letter: JSON = {
         "resourceType": "Communication",
-        "id": str(uuid.uuid5(_NAMESPACE, f"letter/{state.id}/{step.id}/{iteration}")),
+        "id": letter_id(state.id, step.id, iteration),
         "basedOn": [{"reference": f"CarePlan/{state.id}"}],
         "status": "preparation",
         "category": [{"coding": [{"system": NOTICE_SYSTEM, "code": "letter"}]}],
@@ -152,7 +162,7 @@ def to_summary(state: EnrolmentState, step: Step, iteration: int, *, html: str, 
         div = f'<div xmlns="http://www.w3.org/1999/xhtml">{div}</div>'
     composition: JSON = {
         "resourceType": "Composition",
-        "id": str(uuid.uuid5(_NAMESPACE, f"summary/{state.id}/{step.id}/{iteration}")),
+        "id": summary_id(state.id, step.id, iteration),
         "text": {"status": "generated", "div": div},
         "status": "final",
         "type": {"coding": [{"system": f"{ZORGPAD}/CodeSystem/document-type", "code": "handover-summary"}],

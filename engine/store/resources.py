@@ -13,13 +13,29 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from sqlalchemy import Table, TextClause, bindparam, delete, event, text, update
+from sqlalchemy import (
+    CompoundSelect,
+    Select,
+    String,
+    Table,
+    TextClause,
+    bindparam,
+    cast,
+    delete,
+    event,
+    literal_column,
+    null,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy import select as select_core
 from sqlalchemy.orm import SessionTransaction, class_mapper, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, SQLModel
 from zorgpad.engine.store import batched
+from zorgpad.engine.store._types import UTCDateTime
 from zorgpad.engine.store.search_params import params_for
 from zorgpad.engine.store.tables import (
     ResourceVersion,
@@ -32,8 +48,8 @@ from zorgpad.engine.store.tables import (
 JSON = dict[str, Any]
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
-__all__ = ["get_resource", "held_rows", "new_id", "note_written", "patient_of", "prefetch_resources", "put_resource",
-           "read_cache", "resources_of_patient", "tokens_of", "values_at"]
+__all__ = ["expect_writes", "get_resource", "held_rows", "new_id", "note_written", "patient_of",
+           "prefetch_resources", "put_resource", "read_cache", "resources_of_patient", "tokens_of", "values_at"]
 
 
 def new_id() -> str:
@@ -159,11 +175,36 @@ def prefetch_resources(session: Session, resource_type: str, resource_ids: Itera
         held[(resource_type, rid)] = None if row is None else _attached(session, row)
 
 
+def expect_writes(session: Session, keys: Iterable[tuple[str, str]]) -> None:
+    """Say which resources (``(type, id)``) the transaction is about to write, perhaps for the first time.
+
+    On SQLite, whose write transaction excludes every other writer, which of them exist is read now in one
+    query, so that :func:`put_resource` writes an absent one without a statement of its own: its row waits
+    with the history and index rows (see :mod:`batched`). Elsewhere this does nothing: another transaction
+    may create any of them before this one writes it, which put_resource's ``INSERT … ON CONFLICT`` handles.
+    """
+    if session.get_bind().dialect.name != "sqlite":
+        return
+    held = held_rows(session)
+    wanted = {key for key in keys if key not in held
+              and session.identity_map.get(identity_key(StoredResource, key)) is None}
+    if not wanted:
+        return
+    found = session.connection().execute(_READ_KEYS, {"types": sorted({t for t, _ in wanted}),
+                                                      "ids": sorted({i for _, i in wanted})}).mappings()
+    rows = {(row["resource_type"], row["id"]): dict(row) for row in found}
+    for key in wanted:
+        row = rows.get(key)
+        held[key] = None if row is None else _attached(session, row)
+
+
 _RESOURCE = StoredResource.__table__  # type: ignore[attr-defined]
 _VERSION = ResourceVersion.__table__  # type: ignore[attr-defined]
 _KEY = (_RESOURCE.c.resource_type == bindparam("k_type")) & (_RESOURCE.c.id == bindparam("k_id"))
 _READ_ROW = select_core(_RESOURCE).where(_KEY)
 _READ_ROW_LOCKED = _READ_ROW.with_for_update()
+_READ_KEYS = select_core(_RESOURCE).where(_RESOURCE.c.resource_type.in_(bindparam("types", expanding=True)),
+                                          _RESOURCE.c.id.in_(bindparam("ids", expanding=True)))
 _READ_ROWS = select_core(_RESOURCE).where(_RESOURCE.c.resource_type == bindparam("k_type"),
                                           _RESOURCE.c.id.in_(bindparam("ids", expanding=True)))
 
@@ -270,7 +311,10 @@ def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *
     values = {"version_id": 1, "last_updated": now, "deleted": deleted, "patient": patient_of(content),
               "content": content}
     created = False
-    if current is None or current is _UNKNOWN:
+    if current is None:  # known to be absent (see _current): the row waits with the others
+        batched.add(connection, _RESOURCE, [{"resource_type": rtype, "id": rid, **values}])
+        created = True
+    elif current is _UNKNOWN:
         created = connection.execute(_INSERT_NEW, {"resource_type": rtype, "id": rid, **values}).first() is not None
         if not created:
             current = _read_locked(session, rtype, rid)
@@ -363,39 +407,61 @@ def _reindex(session: Session, resource: JSON, deleted: bool, *, existed: bool) 
     """Bring the resource's index rows to what its content asks for, touching only the rows that differ.
 
     The rows in the database are read (not derived from the previous content), so rows written under
-    older search parameters are brought up to date too. A resource that did not exist has no rows.
+    older search parameters are brought up to date too: one query for all three index tables. A
+    resource that did not exist has no rows.
     """
     rtype, rid = resource["resourceType"], resource["id"]
     wanted = {table: [] for table in _INDEX_COLUMNS} if deleted else index_rows(resource)
     connection = session.connection()
-    for table, (read, remove) in _INDEX_STATEMENTS.items():
-        core = table.__table__  # type: ignore[attr-defined]
+    missing = {table: Counter(rows) for table, rows in wanted.items()}
+    if existed:
+        surplus: dict[type[SQLModel], list[int]] = {table: [] for table in _INDEX_COLUMNS}
+        for kind, pk, *values in connection.execute(_READ_INDEX, {"k_type": rtype, "k_id": rid}):
+            table, picked = _INDEX_KINDS[kind]
+            row = tuple(values[i] for i in picked)
+            if missing[table][row] > 0:
+                missing[table][row] -= 1
+            else:
+                surplus[table].append(pk)
+        for table, pks in surplus.items():
+            if pks:
+                connection.execute(_DELETE_INDEX[table], {"pks": pks})
+    for table, rows in missing.items():
         columns = _INDEX_COLUMNS[table]
-        missing = Counter(wanted[table])
-        if existed:
-            surplus: list[int] = []
-            for pk, *values in connection.execute(read, {"k_type": rtype, "k_id": rid}):
-                row = tuple(values)
-                if missing[row] > 0:
-                    missing[row] -= 1
-                else:
-                    surplus.append(pk)
-            if surplus:
-                connection.execute(remove, {"pks": surplus})
-        added = [{"resource_type": rtype, "resource_id": rid, **dict(zip(columns, row, strict=True))}
-                 for row in missing.elements()]
-        batched.add(connection, core, added)
+        batched.add(connection, table.__table__, [  # type: ignore[attr-defined]
+            {"resource_type": rtype, "resource_id": rid, **dict(zip(columns, row, strict=True))}
+            for row in rows.elements()])
 
 
-def _index_statements(table: type[SQLModel]) -> tuple[Any, Any]:
-    """The statements reading a resource's rows of one index table and deleting some of them by key."""
-    core = table.__table__  # type: ignore[attr-defined]
-    owner = (core.c.resource_type == bindparam("k_type")) & (core.c.resource_id == bindparam("k_id"))
-    read = select_core(core.c.pk, *(core.c[c] for c in _INDEX_COLUMNS[table])).where(owner)
-    return read, delete(core).where(core.c.pk.in_(bindparam("pks", expanding=True)))
+def _read_index() -> CompoundSelect[Any]:
+    """One resource's rows of all three index tables as ``(kind, pk, param, system, code, target, start,
+    end)``, each table's row filling its own columns (see :data:`_INDEX_KINDS`)."""
+    token, reference, moment = (table.__table__ for table in _INDEX_COLUMNS)  # type: ignore[attr-defined]
+
+    def owned(core: Table, kind: int, *values: Any) -> Select[Any]:
+        owner = (core.c.resource_type == bindparam("k_type")) & (core.c.resource_id == bindparam("k_id"))
+        return select_core(literal_column(str(kind)), core.c.pk, *values).where(owner)
+
+    # Typed: PostgreSQL matches a union's column types pairwise, and would take two bare NULLs for text.
+    def text_null() -> Any:
+        return cast(null(), String())
+
+    def date_null() -> Any:
+        return cast(null(), UTCDateTime())
+
+    return union_all(
+        owned(token, 0, token.c.param, token.c.system, token.c.code, text_null(), date_null(), date_null()),
+        owned(reference, 1, reference.c.param, text_null(), text_null(), reference.c.target, date_null(),
+              date_null()),
+        owned(moment, 2, moment.c.param, text_null(), text_null(), text_null(), moment.c.start, moment.c.end))
 
 
-_INDEX_STATEMENTS = {table: _index_statements(table) for table in _INDEX_COLUMNS}
+_READ_INDEX = _read_index()
+#: Per kind of :func:`_read_index` row: its table, and which of its values make the table's row tuple.
+_INDEX_KINDS: dict[int, tuple[type[SQLModel], tuple[int, ...]]] = {
+    0: (SearchToken, (0, 1, 2)), 1: (SearchReference, (0, 3)), 2: (SearchDate, (0, 4, 5))}
+_DELETE_INDEX = {table: delete(table.__table__).where(  # type: ignore[attr-defined]
+    table.__table__.c.pk.in_(bindparam("pks", expanding=True))) for table in _INDEX_COLUMNS}  # type: ignore[attr-defined]
 
 
 def values_at(node: Any, parts: list[str]) -> Iterator[Any]:

@@ -18,7 +18,7 @@ from zorgpad.engine._states import EnrolmentStatus
 from zorgpad.engine.store import batched
 from zorgpad.engine.store.db import Database
 from zorgpad.engine.store.enrolments import save_state
-from zorgpad.engine.store.resources import get_resource, put_resource
+from zorgpad.engine.store.resources import expect_writes, get_resource, put_resource
 from zorgpad.engine.store.tables import (
     Enrolment,
     ResourceVersion,
@@ -458,3 +458,62 @@ class TestSavepointRollback:
             return row.status
 
         assert EnrolmentStatus.ACTIVE.value == db.run(work)
+
+
+class TestExpectedWrites:
+    """``expect_writes``: on SQLite, resources known to be absent are written with the others, not one by one."""
+
+    def test_expected_absent_resources_go_in_one_statement_on_sqlite(self, db: Database) -> None:
+        statements = _Statements(db)
+        try:
+            with db.transaction() as session:
+                expect_writes(session, [("Condition", f"c{n}") for n in range(5)])
+                for n in range(5):
+                    put_resource(session, _condition(f"c{n}", f"code-{n}"), T0)
+                table = StoredResource.__table__  # type: ignore[attr-defined]
+                seen = session.connection().execute(select_core(func.count()).select_from(table)).scalar_one()
+                assert 5 == seen  # a read in the same transaction sees the waiting rows
+        finally:
+            statements.close()
+
+        # PostgreSQL cannot know that another transaction will not create one first: each row goes at once.
+        assert (5 if db.is_postgresql else 1) == statements.inserts["resource"]
+        with db.transaction() as session:
+            stored = session.exec(select(StoredResource).order_by(StoredResource.id)).all()
+            assert [(f"c{n}", 1) for n in range(5)] == [(s.id, s.version_id) for s in stored]
+            assert all(1 == _tokens(session, f"code-{n}") for n in range(5))
+
+    def test_an_expected_resource_that_exists_gets_its_next_version(self, db: Database) -> None:
+        with db.transaction() as session:
+            put_resource(session, _condition("c1", "first"), T0)
+        with db.transaction() as session:
+            expect_writes(session, [("Condition", "c1"), ("Condition", "c2")])
+            put_resource(session, _condition("c1", "second"), T0)
+            put_resource(session, _condition("c2", "new"), T0)
+
+        with db.transaction() as session:
+            versions = session.exec(select(ResourceVersion.id, ResourceVersion.version_id)
+                                    .order_by(ResourceVersion.id, ResourceVersion.version_id)).all()
+            assert [("c1", 1), ("c1", 2), ("c2", 1)] == [tuple(v) for v in versions]
+            assert (0, 1, 1) == (_tokens(session, "first"), _tokens(session, "second"), _tokens(session, "new"))
+
+    def test_a_rolled_back_savepoint_takes_its_expected_resource_along(self, db: Database) -> None:
+        with db.transaction() as session:
+            expect_writes(session, [("Condition", "c1")])
+
+            def failing_entry() -> None:
+                with batched.savepoint(session):
+                    put_resource(session, _condition("c1", "dropped"), T0)
+                    raise RuntimeError("the entry fails")
+
+            with pytest.raises(RuntimeError):
+                failing_entry()
+            session.expunge_all()
+            assert get_resource(session, "Condition", "c1") is None
+            put_resource(session, _condition("c1", "kept"), T0)
+
+        with db.transaction() as session:
+            stored = get_resource(session, "Condition", "c1")
+            assert stored is not None
+            assert 1 == stored.version_id
+            assert (0, 1) == (_tokens(session, "dropped"), _tokens(session, "kept"))

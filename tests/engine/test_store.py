@@ -149,6 +149,26 @@ class TestSearchIndex:
         assert {("patient", "Patient/p2"), ("subject", "Patient/p2")} == references
         assert {("date", moment, moment)} == dates
 
+    def test_a_rewrite_with_the_same_values_touches_no_index_row(self, db: Database) -> None:
+        """The stored rows read back (all three tables in one query, dates included) match the ones wanted."""
+        observation = _observation("72133-2", "Patient/p1", "2026-02-03T10:00:00+01:00")
+        db.run(lambda s: put_resource(s, observation, T0))
+        statements: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if statement.split()[0] in ("INSERT", "DELETE") and "search_" in statement:
+                statements.append(statement)
+
+        event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            db.run(lambda s: put_resource(s, {**observation, "note": [{"text": "checked"}]}, T1))
+        finally:
+            event.remove(db.engine, "before_cursor_execute", seen)
+
+        assert [] == statements
+        moment = datetime(2026, 2, 3, 9, 0, tzinfo=UTC)
+        assert {("date", moment, moment)} == db.run(lambda s: _dates(s, "o1"))
+
     def test_an_update_leaves_other_resources_rows_alone(self, db: Database) -> None:
         """Reindexing one resource does not touch the rows of another."""
         other = {**_observation("72133-2", "Patient/p9", "2025-12-01"), "id": "o2"}

@@ -13,12 +13,23 @@ from typing import Any
 import pytest
 import zorgpad.engine.timers as timers_module
 from example_pathway import ExampleAcp, ExampleAcpV2
+from sqlalchemy import event
 from sqlmodel import col, func, select
-from zorgpad.engine._model import NoticeKind, TaskStatusChanged
+from zorgpad.engine._apply import apply_outcome
+from zorgpad.engine._model import (
+    CancelTimers,
+    NoticeKind,
+    Outcome,
+    ScheduleTimer,
+    TaskStatusChanged,
+    TimerFired,
+    TimerKind,
+)
 from zorgpad.engine._projection import NOTICE_SYSTEM, communication_id, task_id
 from zorgpad.engine.clock import FrozenClock
 from zorgpad.engine.registry import Registry
 from zorgpad.engine.runtime import Engine
+from zorgpad.engine.store.audit import SYSTEM
 from zorgpad.engine.store.db import Database
 from zorgpad.engine.store.enrolments import load_state, save_state
 from zorgpad.engine.store.tables import (
@@ -410,3 +421,58 @@ class TestConcurrentTicks:
         assert (2 * n, 2 * n) == (len(keys), len(set(keys)))
         assert [(1, True, True)] * n == runs
         assert Counter({3: n}) == task_versions
+
+
+class TestTimerCommands:
+    """An outcome's timer commands are written netted (one DELETE, one batch of inserts), with the effect of
+    applying them in order."""
+
+    def _apply(self, db: Database, enrolment_id: str, *commands: Any) -> None:
+        def work(session: Any) -> None:
+            row = session.get(Enrolment, enrolment_id)
+            state = load_state(session, row)
+            apply_outcome(session, ExampleAcp, state, TimerFired(TimerKind.DUE, "conversation", 1),
+                          Outcome(state.copy(), commands), REGISTERED, SYSTEM, row)
+        db.run(work)
+
+    def test_schedules_after_a_cancel_stay_and_those_before_it_go(self, db: Database) -> None:
+        engine = _engine(db)
+        (enrolment_id,) = _open_conversations(engine, 1)
+        stored = {(step, kind) for _, step, kind, _, _ in _timers(db)}
+        assert {("conversation", "due"), ("conversation", "remind"), ("conversation", "escalate")} == stored
+        later = REGISTERED + timedelta(days=3)
+        self._apply(db, enrolment_id, ScheduleTimer(TimerKind.START, "review", 1, later))
+        statements: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if " timer " in f"{statement} ".replace('"', " ").replace("\n", " "):
+                statements.append(statement.split()[0])
+
+        event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            self._apply(db, enrolment_id,
+                        ScheduleTimer(TimerKind.REMIND, "share", 1, later, seq=1),  # cancelled below: never written
+                        CancelTimers("conversation"),
+                        ScheduleTimer(TimerKind.REMIND, "conversation", 2, later, seq=1),
+                        CancelTimers("share"),
+                        ScheduleTimer(TimerKind.DUE, "share", 1, later))
+        finally:
+            event.remove(db.engine, "before_cursor_execute", seen)
+
+        assert ["DELETE", "INSERT"] == statements
+
+        assert {(enrolment_id, "review", "start", 0, later),  # another step's stored timer stays
+                (enrolment_id, "conversation", "remind", 1, later),
+                (enrolment_id, "share", "due", 0, later)} == _timers(db)
+
+    def test_cancelling_all_keeps_only_what_comes_after_it(self, db: Database) -> None:
+        engine = _engine(db)
+        (enrolment_id,) = _open_conversations(engine, 1)
+        later = REGISTERED + timedelta(days=3)
+
+        self._apply(db, enrolment_id,
+                    ScheduleTimer(TimerKind.REMIND, "share", 1, later, seq=1),
+                    CancelTimers(),
+                    ScheduleTimer(TimerKind.DUE, "review", 1, later))
+
+        assert {(enrolment_id, "review", "due", 0, later)} == _timers(db)

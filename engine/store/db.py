@@ -171,8 +171,13 @@ class Turns:
 
 def _is_conflict(exc: DBAPIError) -> bool:
     text = str(exc.orig if exc.orig is not None else exc).lower()
-    return any(s in text for s in ("database is locked", "deadlock detected", "could not serialize",
-                                   "busy", "lock timeout"))
+    return any(s in text for s in _CONFLICTS)
+
+
+#: Errors that running the transaction again resolves: locks, and a resource this transaction read as absent
+#: that another one created before this one's insert (see ``resources._current``).
+_CONFLICTS = ("database is locked", "deadlock detected", "could not serialize", "busy", "lock timeout",
+              'violates unique constraint "resource_pkey"')
 
 
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:

@@ -178,13 +178,10 @@ def prefetch_resources(session: Session, resource_type: str, resource_ids: Itera
 def expect_writes(session: Session, keys: Iterable[tuple[str, str]]) -> None:
     """Say which resources (``(type, id)``) the transaction is about to write, perhaps for the first time.
 
-    On SQLite, whose write transaction excludes every other writer, which of them exist is read now in one
-    query, so that :func:`put_resource` writes an absent one without a statement of its own: its row waits
-    with the history and index rows (see :mod:`batched`). Elsewhere this does nothing: another transaction
-    may create any of them before this one writes it, which put_resource's ``INSERT … ON CONFLICT`` handles.
+    Which of them exist is read now, in one query, so that :func:`put_resource` writes an absent one
+    without a statement of its own: its row waits with the history and index rows (see :mod:`batched`).
+    (If another transaction creates one first, see :func:`_current`.)
     """
-    if session.get_bind().dialect.name != "sqlite":
-        return
     held = held_rows(session)
     wanted = {key for key in keys if key not in held
               and session.identity_map.get(identity_key(StoredResource, key)) is None}
@@ -233,7 +230,12 @@ class _Unknown:
     """Whether the row exists is not known yet (see :func:`_current`)."""
 
 
+class _Stale:
+    """The row exists, but this transaction read it without a lock (see :func:`_current`)."""
+
+
 _UNKNOWN = _Unknown()
+_STALE = _Stale()
 
 
 def _attached(session: Session, values: Mapping[str, Any]) -> StoredResource:
@@ -260,22 +262,28 @@ def _keep_in_step(stored: StoredResource, values: Mapping[str, Any]) -> None:
         set_committed_value(stored, name, values[name])
 
 
-def _current(session: Session, rtype: str, rid: str) -> StoredResource | _Unknown | None:
-    """The stored row of a resource about to be written, if this transaction knows it without a query.
+def _current(session: Session, rtype: str, rid: str) -> StoredResource | _Unknown | _Stale | None:
+    """What this transaction knows, without a query, of the stored row of a resource about to be written.
 
-    On SQLite the write transaction (``BEGIN IMMEDIATE``) already excludes every other writer, so a row
-    (or its absence) the transaction has already read is current. Elsewhere, and for rows not read yet,
-    the answer is :data:`_UNKNOWN`: put_resource then tries the insert first (most writes are of new
-    resources) and reads the row, locked, only when it is there.
+    A row the transaction has not read is :data:`_UNKNOWN`: put_resource then tries the insert first (most
+    writes are of new resources) and reads the row, locked, only when it is there. On SQLite the write
+    transaction (``BEGIN IMMEDIATE``) excludes every other writer, so a row the transaction has read is
+    current. Elsewhere it is :data:`_STALE` (rows are never removed, so it is still there: put_resource reads it
+    again, locked). A resource read as absent is None on every database: put_resource inserts it with the
+    transaction's waiting rows. On PostgreSQL another transaction may create it first; the insert then fails
+    on the primary key, and :meth:`Database.run` runs the transaction again, which finds the row.
     """
-    if session.get_bind().dialect.name != "sqlite":
-        return _UNKNOWN
     held = held_rows(session)
+    known: StoredResource | None
     if (rtype, rid) in held:
-        found: StoredResource | None = held[(rtype, rid)]
-        return found
-    known: StoredResource | None = session.identity_map.get(identity_key(StoredResource, (rtype, rid)))
-    return _UNKNOWN if known is None else known
+        known = held[(rtype, rid)]
+    else:
+        known = session.identity_map.get(identity_key(StoredResource, (rtype, rid)))
+        if known is None:
+            return _UNKNOWN
+    if known is None or session.get_bind().dialect.name == "sqlite":
+        return known
+    return _STALE
 
 
 def _read_locked(session: Session, rtype: str, rid: str) -> StoredResource:
@@ -310,8 +318,10 @@ def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *
     content = _versioned(resource, 1, now)
     values = {"version_id": 1, "last_updated": now, "deleted": deleted, "patient": patient_of(content),
               "content": content}
+    if current is _STALE:
+        current = _read_locked(session, rtype, rid)
     created = False
-    if current is None:  # known to be absent (see _current): the row waits with the others
+    if current is None:  # read as absent (see _current): the row waits with the others
         batched.add(connection, _RESOURCE, [{"resource_type": rtype, "id": rid, **values}])
         created = True
     elif current is _UNKNOWN:

@@ -59,7 +59,7 @@ def apply_outcome(session: Session, pathway: type[Pathway], before: EnrolmentSta
                   outcome: Outcome, now: datetime, actor: Actor, row: Enrolment | None = None) -> Enrolment:
     """Write ``outcome`` (the result of evaluating ``event`` on ``before``) in ``session``."""
     applier = _Applier(session, pathway, outcome.state, now)
-    expect_writes(session, applier.made(outcome.commands))
+    expect_writes(session, applier.written(outcome.commands))
     for command in outcome.commands:
         applier.apply(command)
     applier.write_timers()
@@ -113,9 +113,10 @@ class _Applier:
             case EndEnrolment():
                 self.ended = True
 
-    def made(self, commands: tuple[Command, ...]) -> Iterator[tuple[str, str]]:
-        """``(type, id)`` of the resources ``commands`` may create."""
+    def written(self, commands: tuple[Command, ...]) -> Iterator[tuple[str, str]]:
+        """``(type, id)`` of the resources applying ``commands`` may write (the CarePlan included)."""
         enrolment = self.state.id
+        yield "CarePlan", enrolment
         for command in commands:
             match command:
                 case OpenTask():
@@ -125,6 +126,8 @@ class _Applier:
                         yield "Communication", letter_id(enrolment, step.id, iteration)
                     if step.handover is not None and step.handover.summary is not None:
                         yield "Composition", summary_id(enrolment, step.id, iteration)
+                case UpdateTask():
+                    yield "Task", task_id(enrolment, command.step_id, command.iteration)
                 case Notify():
                     yield "Communication", communication_id(enrolment, command.step_id, command.iteration,
                                                             command.kind, command.seq)

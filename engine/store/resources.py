@@ -75,6 +75,8 @@ def patient_of(resource: Mapping[str, Any]) -> str | None:
 
 _READ_CACHE = "zorgpad.read_cache"
 _HELD = "zorgpad.held_resources"
+#: Keys of the held resources whose rows this transaction has locked (PostgreSQL; see :func:`_current`).
+_LOCKED = "zorgpad.locked_resources"
 #: Objects whose rows core statements wrote, one list per open savepoint (the first: outside any).
 _WRITTEN_OBJECTS = "zorgpad.written_objects"
 _ENDED_FRAME = "zorgpad.ended_savepoint_objects"
@@ -96,6 +98,7 @@ def _forget_reads(session: Session, transaction: SessionTransaction) -> None:
         return  # the inner transaction of a flush, not the end of a transaction or savepoint
     session.info.pop(_READ_CACHE, None)
     session.info.pop(_HELD, None)
+    session.info.pop(_LOCKED, None)
     frames: list[list[tuple[Any, bool]]] | None = session.info.get(_WRITTEN_OBJECTS)
     if transaction.nested and frames and len(frames) > 1:
         ended = frames.pop()
@@ -176,23 +179,31 @@ def prefetch_resources(session: Session, resource_type: str, resource_ids: Itera
 
 
 def expect_writes(session: Session, keys: Iterable[tuple[str, str]]) -> None:
-    """Say which resources (``(type, id)``) the transaction is about to write, perhaps for the first time.
+    """Say which resources (``(type, id)``) the transaction is about to write.
 
-    Which of them exist is read now, in one query, so that :func:`put_resource` writes an absent one
-    without a statement of its own: its row waits with the history and index rows (see :mod:`batched`).
-    (If another transaction creates one first, see :func:`_current`.)
+    They are read now, in one query (locked, on PostgreSQL), so that :func:`put_resource` needs no query of
+    its own: an absent one is inserted with the history and index rows (see :mod:`batched`; if another
+    transaction creates it first, see :func:`_current`), an existing one updated at once.
     """
     held = held_rows(session)
-    wanted = {key for key in keys if key not in held
-              and session.identity_map.get(identity_key(StoredResource, key)) is None}
+    locking = session.get_bind().dialect.name != "sqlite"
+    locked = _locked(session)
+    wanted = {key for key in keys if key not in held or (locking and key not in locked)}
     if not wanted:
         return
-    found = session.connection().execute(_READ_KEYS, {"types": sorted({t for t, _ in wanted}),
-                                                      "ids": sorted({i for _, i in wanted})}).mappings()
+    found = session.connection().execute(_READ_KEYS_LOCKED if locking else _READ_KEYS, {
+        "types": sorted({t for t, _ in wanted}), "ids": sorted({i for _, i in wanted})}).mappings()
     rows = {(row["resource_type"], row["id"]): dict(row) for row in found}
     for key in wanted:
         row = rows.get(key)
-        held[key] = None if row is None else _attached(session, row)
+        held[key] = None if row is None else _attached(session, row)  # brings a known object in step
+        if locking and row is not None:
+            locked.add(key)
+
+
+def _locked(session: Session) -> set[tuple[str, str]]:
+    locked: set[tuple[str, str]] = session.info.setdefault(_LOCKED, set())
+    return locked
 
 
 _RESOURCE = StoredResource.__table__  # type: ignore[attr-defined]
@@ -202,6 +213,7 @@ _READ_ROW = select_core(_RESOURCE).where(_KEY)
 _READ_ROW_LOCKED = _READ_ROW.with_for_update()
 _READ_KEYS = select_core(_RESOURCE).where(_RESOURCE.c.resource_type.in_(bindparam("types", expanding=True)),
                                           _RESOURCE.c.id.in_(bindparam("ids", expanding=True)))
+_READ_KEYS_LOCKED = _READ_KEYS.with_for_update()
 _READ_ROWS = select_core(_RESOURCE).where(_RESOURCE.c.resource_type == bindparam("k_type"),
                                           _RESOURCE.c.id.in_(bindparam("ids", expanding=True)))
 
@@ -268,7 +280,8 @@ def _current(session: Session, rtype: str, rid: str) -> StoredResource | _Unknow
     A row the transaction has not read is :data:`_UNKNOWN`: put_resource then tries the insert first (most
     writes are of new resources) and reads the row, locked, only when it is there. On SQLite the write
     transaction (``BEGIN IMMEDIATE``) excludes every other writer, so a row the transaction has read is
-    current. Elsewhere it is :data:`_STALE` (rows are never removed, so it is still there: put_resource reads it
+    current. Elsewhere it is current once the transaction has locked it (read it ``FOR UPDATE`` or written
+    it), and :data:`_STALE` before (rows are never removed, so it is still there: put_resource reads it
     again, locked). A resource read as absent is None on every database: put_resource inserts it with the
     transaction's waiting rows. On PostgreSQL another transaction may create it first; the insert then fails
     on the primary key, and :meth:`Database.run` runs the transaction again, which finds the row.
@@ -281,7 +294,7 @@ def _current(session: Session, rtype: str, rid: str) -> StoredResource | _Unknow
         known = session.identity_map.get(identity_key(StoredResource, (rtype, rid)))
         if known is None:
             return _UNKNOWN
-    if known is None or session.get_bind().dialect.name == "sqlite":
+    if known is None or session.get_bind().dialect.name == "sqlite" or (rtype, rid) in _locked(session):
         return known
     return _STALE
 
@@ -346,6 +359,7 @@ def put_resource(session: Session, resource: Mapping[str, Any], now: datetime, *
     existed = not created
     _reindex(session, content, deleted, existed=existed)
     held_rows(session)[(rtype, rid)] = current
+    _locked(session).add((rtype, rid))  # the write locks the row until the transaction ends
     for listener in session.info.get("resource_listeners", ()):
         listener(session, current, previous, now)
     return current

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import bindparam, event, func, text, update
 from sqlalchemy import select as select_core
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 from zorgpad.engine._model import EnrolmentState
@@ -537,3 +537,38 @@ class TestExpectedWrites:
         assert 2 == len(runs)
         with db.transaction() as session:
             assert (0, 1) == (_tokens(session, "theirs"), _tokens(session, "ours"))
+
+    def test_an_expected_resource_that_exists_is_updated_without_reading_it_again(self, db: Database) -> None:
+        with db.transaction() as session:
+            put_resource(session, _condition("c1", "first"), T0)
+        reads: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if statement.startswith("SELECT") and "FROM resource " in f"{statement} ":
+                reads.append(statement)
+
+        with db.transaction() as session:
+            expect_writes(session, [("Condition", "c1")])
+            event.listen(db.engine, "before_cursor_execute", seen)
+            try:
+                stored = put_resource(session, _condition("c1", "second"), T0)
+            finally:
+                event.remove(db.engine, "before_cursor_execute", seen)
+            assert 2 == stored.version_id
+
+        assert [] == reads
+
+    def test_on_postgresql_the_lookup_locks_the_existing_rows(self, db: Database) -> None:
+        """Read FOR UPDATE: nobody changes them between the lookup and this transaction's write."""
+        if not db.is_postgresql:
+            pytest.skip("SQLite's write transaction excludes other writers")
+        with db.transaction() as session:
+            put_resource(session, _condition("c1", "first"), T0)
+        probe = "SELECT id FROM resource WHERE resource_type = 'Condition' AND id = 'c1' FOR UPDATE NOWAIT"
+
+        with db.transaction() as session:
+            expect_writes(session, [("Condition", "c1"), ("Condition", "absent")])
+            with db.engine.connect() as other, pytest.raises(OperationalError, match="could not obtain lock"):
+                other.exec_driver_sql(probe)
+        with db.engine.connect() as other:
+            assert ["c1"] == list(other.exec_driver_sql(probe).scalars())

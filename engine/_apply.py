@@ -59,7 +59,7 @@ def apply_outcome(session: Session, pathway: type[Pathway], before: EnrolmentSta
                   outcome: Outcome, now: datetime, actor: Actor, row: Enrolment | None = None) -> Enrolment:
     """Write ``outcome`` (the result of evaluating ``event`` on ``before``) in ``session``."""
     applier = _Applier(session, pathway, outcome.state, now)
-    expect_writes(session, applier.written(outcome.commands))
+    expect_writes(session, resources_written(pathway, outcome))
     for command in outcome.commands:
         applier.apply(command)
     applier.write_timers()
@@ -71,6 +71,27 @@ def apply_outcome(session: Session, pathway: type[Pathway], before: EnrolmentSta
           entity=f"CarePlan/{outcome.state.id}", patient=outcome.state.patient,
           detail="; ".join(type(c).__name__ for c in outcome.commands) or None)
     return saved
+
+
+def resources_written(pathway: type[Pathway], outcome: Outcome) -> Iterator[tuple[str, str]]:
+    """``(type, id)`` of the resources applying ``outcome`` may write (its CarePlan included), for
+    :func:`expect_writes`."""
+    enrolment = outcome.state.id
+    yield "CarePlan", enrolment
+    for command in outcome.commands:
+        match command:
+            case OpenTask():
+                step, iteration = pathway.step(command.step_id), command.iteration
+                yield "Task", task_id(enrolment, step.id, iteration)
+                if step.letter is not None:
+                    yield "Communication", letter_id(enrolment, step.id, iteration)
+                if step.handover is not None and step.handover.summary is not None:
+                    yield "Composition", summary_id(enrolment, step.id, iteration)
+            case UpdateTask():
+                yield "Task", task_id(enrolment, command.step_id, command.iteration)
+            case Notify():
+                yield "Communication", communication_id(enrolment, command.step_id, command.iteration,
+                                                        command.kind, command.seq)
 
 
 class _Applier:
@@ -112,25 +133,6 @@ class _Applier:
                     "patient": self.state.patient, "step": command.step_id, "iteration": command.iteration})
             case EndEnrolment():
                 self.ended = True
-
-    def written(self, commands: tuple[Command, ...]) -> Iterator[tuple[str, str]]:
-        """``(type, id)`` of the resources applying ``commands`` may write (the CarePlan included)."""
-        enrolment = self.state.id
-        yield "CarePlan", enrolment
-        for command in commands:
-            match command:
-                case OpenTask():
-                    step, iteration = self.pathway.step(command.step_id), command.iteration
-                    yield "Task", task_id(enrolment, step.id, iteration)
-                    if step.letter is not None:
-                        yield "Communication", letter_id(enrolment, step.id, iteration)
-                    if step.handover is not None and step.handover.summary is not None:
-                        yield "Composition", summary_id(enrolment, step.id, iteration)
-                case UpdateTask():
-                    yield "Task", task_id(enrolment, command.step_id, command.iteration)
-                case Notify():
-                    yield "Communication", communication_id(enrolment, command.step_id, command.iteration,
-                                                            command.kind, command.seq)
 
     def write_timers(self) -> None:
         """Delete the stored timers the outcome cancelled, in one statement, then queue the timers it scheduled

@@ -35,7 +35,7 @@ from zorgpad.engine.registry import Registry
 from zorgpad.engine.store.audit import SYSTEM, Actor, audit
 from zorgpad.engine.store.db import Database
 from zorgpad.engine.store.enrolments import active_enrolments_of, load_state, lock_enrolments
-from zorgpad.engine.store.resources import new_id, patient_of, put_resource, resources_of_patient
+from zorgpad.engine.store.resources import fresh_id, new_id, patient_of, put_resource, resources_of_patient
 from zorgpad.engine.store.tables import Enrolment, StoredResource
 from zorgpad.engine.timers import tick
 
@@ -142,7 +142,8 @@ class Engine:
                   now: datetime, method: str = "PUT") -> IngestResult:
         """:meth:`ingest` inside the caller's transaction."""
         content = dict(resource)
-        content.setdefault("id", new_id())
+        if "id" not in content:
+            content["id"] = fresh_id(session, str(content["resourceType"]))
         stored = put_resource(session, content, now, method=method)
         audit(session, actor, now, action="C" if stored.version_id == 1 else "U", what="write",
               entity=f"{content['resourceType']}/{content['id']}/_history/{stored.version_id}",

@@ -13,15 +13,16 @@ from datetime import datetime
 
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
-from zorgpad.engine._apply import apply_outcome
+from zorgpad.engine._apply import apply_outcome, resources_written
+from zorgpad.engine._dsl import Pathway
 from zorgpad.engine._evaluate import evaluate
-from zorgpad.engine._model import EnrolmentState, TimerFired, TimerKind
+from zorgpad.engine._model import EnrolmentState, Outcome, TimerFired, TimerKind
 from zorgpad.engine.registry import Registry
 from zorgpad.engine.store.audit import Actor
 from zorgpad.engine.store.db import Database
 from zorgpad.engine.store.enrolments import load_state, lock_enrolments, prefetch_steps
-from zorgpad.engine.store.resources import prefetch_resources
-from zorgpad.engine.store.tables import Enrolment, Timer
+from zorgpad.engine.store.resources import expect_writes, prefetch_resources
+from zorgpad.engine.store.tables import Timer
 
 TICK_ACTOR = Actor("system:tick")
 
@@ -34,6 +35,14 @@ def tick(db: Database, registry: Registry, now: datetime, *, batch_size: int = 2
         if count == 0:
             return fired
         fired += count
+
+
+def _pathway(registry: Registry, state: EnrolmentState) -> type[Pathway]:
+    return registry.get(state.pathway_id, state.version)
+
+
+def _event(timer: Timer) -> TimerFired:
+    return TimerFired(TimerKind(timer.kind), timer.step_id, timer.iteration, timer.seq)
 
 
 def fire_batch(session: Session, registry: Registry, now: datetime, batch_size: int, skip_locked: bool) -> int:
@@ -54,20 +63,32 @@ def fire_batch(session: Session, registry: Registry, now: datetime, batch_size: 
     # One query each for the steps of every enrolment and for their patients (notices name the patient).
     prefetch_steps(session, rows.values())
     prefetch_resources(session, "Patient", {row.patient.split("/", 1)[1] for row in rows.values()})
-    states: dict[str, tuple[Enrolment, EnrolmentState]] = {}
-    for timer in timers:
+    # Every timer is evaluated first (evaluation reads nothing), so that one query looks up the resources
+    # all the outcomes write. Those outcomes are applied, except that a later timer of an enrolment is
+    # evaluated again on the state its predecessor's outcome left once applied (applying assigns owners).
+    states = {row.id: load_state(session, row) for row in rows.values()}
+    planned: dict[int, Outcome] = {}
+    ahead = dict(states)
+    for index, timer in enumerate(timers):
+        state = ahead.get(timer.enrolment_id)
+        if state is not None:
+            planned[index] = evaluate(_pathway(registry, state), state, _event(timer), now)
+            ahead[timer.enrolment_id] = planned[index].state
+    expect_writes(session, (key for outcome in planned.values()
+                            for key in resources_written(_pathway(registry, outcome.state), outcome)))
+    applied: set[str] = set()
+    for index, timer in enumerate(timers):
         row = rows.get(timer.enrolment_id)
         if row is None:
             continue  # its enrolment is gone
-        if row.id not in states:
-            states[row.id] = (row, load_state(session, row))
-        state = states[row.id][1]
-        pathway = registry.get(state.pathway_id, state.version)
-        event = TimerFired(TimerKind(timer.kind), timer.step_id, timer.iteration, timer.seq)
-        outcome = evaluate(pathway, state, event, now)
+        state = states[row.id]
+        pathway = _pathway(registry, state)
+        event = _event(timer)
+        outcome = evaluate(pathway, state, event, now) if row.id in applied else planned[index]
+        applied.add(row.id)
         if outcome.state == state and not outcome.commands:
             continue  # stale timer: nothing to write
         apply_outcome(session, pathway, state, event, outcome, now, TICK_ACTOR, row)
-        states[row.id] = (row, outcome.state)
+        states[row.id] = outcome.state
     session.flush()
     return len(timers)

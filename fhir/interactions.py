@@ -15,7 +15,7 @@ from zorgpad.engine.errors import IllegalTransitionError, NotEnrolledError
 from zorgpad.engine.runtime import Engine
 from zorgpad.engine.store.audit import audit
 from zorgpad.engine.store.enrolments import load_state
-from zorgpad.engine.store.resources import get_resource, new_id, put_resource
+from zorgpad.engine.store.resources import fresh_id, get_resource, put_resource
 from zorgpad.engine.store.tables import Enrolment, ResourceVersion, StoredResource
 from zorgpad.fhir.capabilities import RESOURCE_TYPES
 from zorgpad.fhir.context import FHIRContext
@@ -119,7 +119,7 @@ def create(ctx: FHIRContext, resource: Any, *, if_none_exist: str | None = None)
         if len(found) > 1:
             raise FHIRError(412, f"If-None-Exist '{if_none_exist}' matches {len(found)} resources", code="duplicate")
     data = copy.deepcopy(data)
-    data["id"] = new_id()
+    data["id"] = fresh_id(ctx.session, rtype)
     ctx.scope.check_write(ctx.session, data, None)
     return _write(ctx, data, "POST"), True
 

@@ -48,13 +48,21 @@ from zorgpad.engine.store.tables import (
 JSON = dict[str, Any]
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
-__all__ = ["expect_writes", "get_resource", "held_rows", "new_id", "note_written", "patient_of",
+__all__ = ["expect_writes", "fresh_id", "get_resource", "held_rows", "new_id", "note_written", "patient_of",
            "prefetch_resources", "put_resource", "read_cache", "resources_of_patient", "tokens_of", "values_at"]
 
 
 def new_id() -> str:
     """A fresh server-assigned resource id."""
     return str(uuid.uuid4())
+
+
+def fresh_id(session: Session, resource_type: str) -> str:
+    """A fresh server-assigned id for a resource of ``resource_type`` this transaction is about to create:
+    known to be absent, so :func:`put_resource` inserts it with the transaction's waiting rows."""
+    rid = new_id()
+    held_rows(session)[(resource_type, rid)] = None
+    return rid
 
 
 def patient_of(resource: Mapping[str, Any]) -> str | None:
@@ -188,7 +196,7 @@ def expect_writes(session: Session, keys: Iterable[tuple[str, str]]) -> None:
     held = held_rows(session)
     locking = session.get_bind().dialect.name != "sqlite"
     locked = _locked(session)
-    wanted = {key for key in keys if key not in held or (locking and key not in locked)}
+    wanted = {key for key in keys if key not in held or (locking and held[key] is not None and key not in locked)}
     if not wanted:
         return
     found = session.connection().execute(_READ_KEYS_LOCKED if locking else _READ_KEYS, {

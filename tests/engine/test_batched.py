@@ -18,7 +18,7 @@ from zorgpad.engine._states import EnrolmentStatus
 from zorgpad.engine.store import batched
 from zorgpad.engine.store.db import Database
 from zorgpad.engine.store.enrolments import save_state
-from zorgpad.engine.store.resources import expect_writes, get_resource, put_resource
+from zorgpad.engine.store.resources import expect_writes, fresh_id, get_resource, put_resource
 from zorgpad.engine.store.tables import (
     Enrolment,
     ResourceVersion,
@@ -481,6 +481,20 @@ class TestExpectedWrites:
             stored = session.exec(select(StoredResource).order_by(StoredResource.id)).all()
             assert [(f"c{n}", 1) for n in range(5)] == [(s.id, s.version_id) for s in stored]
             assert all(1 == _tokens(session, f"code-{n}") for n in range(5))
+
+    def test_resources_with_fresh_server_ids_go_in_one_statement(self, db: Database) -> None:
+        statements = _Statements(db)
+        try:
+            with db.transaction() as session:
+                ids = [fresh_id(session, "Condition") for _ in range(5)]
+                for n, rid in enumerate(ids):
+                    put_resource(session, _condition(rid, f"code-{n}"), T0)
+        finally:
+            statements.close()
+
+        assert 1 == statements.inserts["resource"]
+        with db.transaction() as session:
+            assert all(get_resource(session, "Condition", rid) is not None for rid in ids)
 
     def test_an_expected_resource_that_exists_gets_its_next_version(self, db: Database) -> None:
         with db.transaction() as session:

@@ -112,6 +112,28 @@ class TestTick:
         assert {(enrolment, "conversation", "escalate", 0, DUE + timedelta(weeks=3)),
                 (enrolment, "conversation", "remind", 1, DUE + timedelta(weeks=1))} == _timers(db)
 
+    def test_one_query_looks_up_the_resources_a_batch_writes(self, db: Database) -> None:
+        """Six timers of three enrolments (the due moment and the first reminder each) fire in one batch; the
+        Tasks, notices and CarePlans they write are looked up together, not once per timer."""
+        engine = _engine(db)
+        enrolments = _open_conversations(engine, 3)
+        lookups: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if "resource.resource_type IN (" in statement and "resource.id IN (" in statement:
+                lookups.append(statement)
+
+        event.listen(db.engine, "before_cursor_execute", seen)
+        try:
+            fired = engine.tick(DUE)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", seen)
+
+        assert 6 == fired
+        assert 1 == len(lookups)
+        assert all(_step(db, enrolment, "conversation").overdue for enrolment in enrolments)
+        assert Counter({("reminder", 1): 3}) == _notices(db)
+
     def test_a_timer_due_a_microsecond_after_now_does_not_fire(self, db: Database) -> None:
         """Due means due_at <= now: just before the deadline nothing fires and nothing is written."""
         engine = _engine(db)

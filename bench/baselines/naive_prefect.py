@@ -94,6 +94,8 @@ def transitions(patients: int, db_url: str, workdir: Path, *, api: str | None = 
         with engine.connect() as connection:
             moved = connection.execute(
                 sa.select(sa.func.count()).select_from(table).where(table.c.step == 1)).scalar_one()
+        if result["failed"]:
+            raise RuntimeError(f"{len(result['failed'])} flow runs failed; the first: {result['failed'][0]}")
         if moved != result["count"]:
             raise RuntimeError(f"{result['count']} flow runs completed but {moved} patients moved to step 1")
         seconds = float(result["seconds"])
@@ -340,6 +342,7 @@ def _child_transitions(job: dict[str, Any]) -> dict[str, Any]:
     patients = iter(range(job["patients"]))
     lock = threading.Lock()
     done = [0]
+    failed: list[str] = []
     start = time.perf_counter()
 
     def work() -> None:
@@ -348,7 +351,12 @@ def _child_transitions(job: dict[str, Any]) -> dict[str, Any]:
                 patient = next(patients, None)
             if patient is None:
                 return
-            advance_flow(patient, job["table"])
+            try:
+                advance_flow(patient, job["table"])
+            except Exception as exc:  # a failed flow run is reported with the result, not lost with its thread
+                with lock:
+                    failed.append(f"patient {patient}: {type(exc).__name__}: {exc}")
+                continue
             with lock:
                 done[0] += 1
 
@@ -357,7 +365,7 @@ def _child_transitions(job: dict[str, Any]) -> dict[str, Any]:
         thread.start()
     for thread in threads:
         thread.join()
-    return {"count": done[0], "seconds": time.perf_counter() - start}
+    return {"count": done[0], "seconds": time.perf_counter() - start, "failed": failed}
 
 
 async def _create_runs(client: Any, deployment_id: Any, parameters: list[dict[str, Any]], when: Any,

@@ -176,14 +176,7 @@ def get_resource(session: Session, resource_type: str, resource_id: str) -> Stor
 def prefetch_resources(session: Session, resource_type: str, resource_ids: Iterable[str]) -> None:
     """Read several resources of one type in one query, for :func:`get_resource` later in the transaction."""
     held = held_rows(session)
-    wanted = sorted({rid for rid in resource_ids if (resource_type, rid) not in held})
-    if not wanted:
-        return
-    found = session.connection().execute(_READ_ROWS, {"k_type": resource_type, "ids": wanted}).mappings()
-    rows = {row["id"]: dict(row) for row in found}
-    for rid in wanted:
-        row = rows.get(rid)
-        held[(resource_type, rid)] = None if row is None else _attached(session, row)
+    _hold(session, {(resource_type, rid) for rid in resource_ids if (resource_type, rid) not in held}, locking=False)
 
 
 def expect_writes(session: Session, keys: Iterable[tuple[str, str]]) -> None:
@@ -196,12 +189,19 @@ def expect_writes(session: Session, keys: Iterable[tuple[str, str]]) -> None:
     held = held_rows(session)
     locking = session.get_bind().dialect.name != "sqlite"
     locked = _locked(session)
-    wanted = {key for key in keys if key not in held or (locking and held[key] is not None and key not in locked)}
+    _hold(session, {key for key in keys if key not in held
+                    or (locking and held[key] is not None and key not in locked)}, locking=locking)
+
+
+def _hold(session: Session, wanted: set[tuple[str, str]], *, locking: bool) -> None:
+    """Read the resources ``wanted`` (``FOR UPDATE`` when ``locking``) in one query and hold them, or their
+    absence, for the rest of the transaction (see :func:`held_rows`)."""
     if not wanted:
         return
     found = session.connection().execute(_READ_KEYS_LOCKED if locking else _READ_KEYS, {
         "types": sorted({t for t, _ in wanted}), "ids": sorted({i for _, i in wanted})}).mappings()
     rows = {(row["resource_type"], row["id"]): dict(row) for row in found}
+    held, locked = held_rows(session), _locked(session)
     for key in wanted:
         row = rows.get(key)
         held[key] = None if row is None else _attached(session, row)  # brings a known object in step
@@ -222,8 +222,6 @@ _READ_ROW_LOCKED = _READ_ROW.with_for_update()
 _READ_KEYS = select_core(_RESOURCE).where(_RESOURCE.c.resource_type.in_(bindparam("types", expanding=True)),
                                           _RESOURCE.c.id.in_(bindparam("ids", expanding=True)))
 _READ_KEYS_LOCKED = _READ_KEYS.with_for_update()
-_READ_ROWS = select_core(_RESOURCE).where(_RESOURCE.c.resource_type == bindparam("k_type"),
-                                          _RESOURCE.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def _insert_or_nothing(table: Table, columns: tuple[str, ...]) -> TextClause:

@@ -119,9 +119,10 @@ class TestTick:
         enrolments = _open_conversations(engine, 3)
         lookups: list[str] = []
 
-        def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-            if "resource.resource_type IN (" in statement and "resource.id IN (" in statement:
-                lookups.append(statement)
+        def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+            values = parameters.values() if isinstance(parameters, dict) else parameters
+            if statement.startswith("SELECT") and "FROM resource" in statement and "CarePlan" in values:
+                lookups.append(statement)  # a lookup of what outcomes write (their CarePlan among it)
 
         event.listen(db.engine, "before_cursor_execute", seen)
         try:

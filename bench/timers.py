@@ -33,7 +33,7 @@ from zorgpad.engine.timers import fire_batch
 from bench import _naive
 from bench._common import Baseline, Figure, Scratch, Sizes, WriteCounter, percentile
 from bench._region import Region
-from bench.baselines.floor import Floor
+from bench.baselines import floor
 
 TARGET_RATE = 20_000.0
 TARGET_P99 = 1.0
@@ -173,11 +173,7 @@ def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
     lost = due_before - fired - together - still_due
     rate = fired / seconds if seconds else None
 
-    floor = Floor(region.db_url)
-    try:
-        floor_seconds, floor_rows = floor.write(counter.written())
-    finally:
-        floor.close()
+    baselines = floor.baselines(region.db_url, fired, counter.written())
     naive = {}
     for module in _naive.NAIVE:
         log(f"  timers: {module} with {sizes.naive_pending:,} pending, {sizes.naive_due:,} due")
@@ -186,8 +182,6 @@ def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
             "db_url": scratch.new(f"naive-{module}-timers", migrated=False) if sizes.naive else "",
             "workdir": str(workdir)},
             timeout=sizes.naive_timeout, skip=not sizes.naive)
-    baselines = [Baseline("raw database floor", fired / floor_seconds if floor_seconds else None,
-                          f"{floor_rows:,} rows in {floor_seconds:.2f} s")]
     baselines += [_naive.baseline(module, result) for module, result in naive.items()]
     figures.append(Figure(
         "2. Timers", "reminders fired/s after a 10-minute outage (rendered, with outbox row)", rate, "/s",

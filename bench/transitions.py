@@ -5,8 +5,8 @@ returns (Zorgpad's acknowledgement): the GP sets the conversation Task in progre
 (:meth:`Engine.task_status`), the ACP Procedure arrives (:meth:`Engine.ingest`; the conversation completes
 and four handovers start), and the out-of-hours post completes its handover Task. Run once per SQLite
 ``synchronous`` setting (NORMAL, Zorgpad's default, and FULL), or once on PostgreSQL, each pass on its own
-patients and time-boxed. Beside it: the raw floor (the same rows by batched core inserts) and the two
-naive designs.
+patients and time-boxed. Beside it: the raw floors (the same rows by batched core inserts, and by the
+DB-API driver alone) and the two naive designs.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from zorgpad.engine.registry import Registry
 from zorgpad.engine.store.db import Database
 
 from bench import _fhir, _naive
-from bench._common import Baseline, Figure, Scratch, Sizes, WriteCounter
+from bench._common import Figure, Scratch, Sizes, WriteCounter
 from bench._region import Region
-from bench.baselines.floor import Floor
+from bench.baselines import floor
 
 TARGET = 5_000.0
 
@@ -70,13 +70,7 @@ def run(region: Region, scratch: Scratch, sizes: Sizes, workdir: Path, *,
             database.dispose()
         region.give_back(patients, done // 3)
         ours = done / seconds if seconds else None
-        floor = Floor(region.db_url, synchronous=synchronous)
-        try:
-            floor_seconds, floor_rows = floor.write(written)
-        finally:
-            floor.close()
-        baselines = [Baseline("raw database floor", done / floor_seconds if floor_seconds else None,
-                              f"{floor_rows:,} rows in {floor_seconds:.2f} s")]
+        baselines = floor.baselines(region.db_url, done, written, synchronous=synchronous)
         baselines += [_naive.baseline(module, result) for module, result in naive.items()]
         label = "PostgreSQL" if mode == "postgresql" else f"SQLite synchronous={mode}"
         per_transition = sum(written.values()) / done if done else 0

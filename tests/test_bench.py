@@ -13,6 +13,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 BENCHMARKS = ("1. Pathway transitions", "2. Timers", "3. Event-to-handover latency", "4. Memory", "5. FHIR ingest")
+DRIVER_FLOOR = "raw driver floor (DB-API executemany, no SQLAlchemy)"
+#: The baselines that must stand beside each benchmark's figures (besides the others).
+EXPECTED_BASELINES = {
+    "1. Pathway transitions": {"raw database floor", DRIVER_FLOOR},
+    "2. Timers": {"raw database floor", DRIVER_FLOOR},
+    "3. Event-to-handover latency": {"raw database floor",
+                                     "validation alone (validate_resource per request body, one core)"},
+    "5. FHIR ingest": {"raw database floor", DRIVER_FLOOR, "validation alone (validate_resource, one core)"},
+}
 
 
 def _bench(db_option: str, tmp_path: Path, *options: str) -> str:
@@ -38,12 +47,25 @@ def _table(report: str) -> list[list[str]]:
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
 
 
+def _baselines(report: str) -> dict[str, dict[str, str]]:
+    """benchmark -> baseline name -> its ours / baseline ratio, from the results table."""
+    columns = _columns(report)
+    name, ratio = columns.index("baseline"), columns.index("ours / baseline")
+    out: dict[str, dict[str, str]] = {}
+    benchmark = ""
+    for row in _table(report):
+        benchmark = row[0] or benchmark
+        out.setdefault(benchmark, {})[row[name]] = row[ratio]
+    return out
+
+
 @pytest.mark.slow
 class TestBenchHarness:
     """`python -m bench --tiny` on the database chosen with --db."""
 
     def test_the_report_has_every_benchmark_with_a_numeric_ratio(self, db_option: str, tmp_path: Path) -> None:
-        """Each of the five benchmarks has a row, and each has at least one numeric ours/baseline ratio."""
+        """Each of the five benchmarks has a row, and each has at least one numeric ours/baseline ratio; the
+        driver floor stands beside benchmarks 1, 2 and 5, validation alone beside 3 and 5, each measured."""
         report = _bench(db_option, tmp_path, "--tiny")
         rows = _table(report)
         assert "ours / baseline" in _columns(report)
@@ -61,6 +83,11 @@ class TestBenchHarness:
         assert "Machine and settings" in report
         assert "naive Prefect" in report
         assert "naive APScheduler" in report
+        baselines = _baselines(report)
+        for benchmark, names in EXPECTED_BASELINES.items():
+            assert names <= set(baselines[benchmark]), (benchmark, baselines[benchmark])
+            for name in names:  # measured: a number, not n/a
+                float(baselines[benchmark][name])
 
     def test_only_memory_reports_just_the_memory_row(self, db_option: str, tmp_path: Path) -> None:
         """`--only memory` runs one benchmark: the table has only its row, and its figure is a number of bytes."""

@@ -47,7 +47,7 @@ TEMPLATE_PATIENT = "bp0000000"
 #: From enrolment to the second reminder of the overdue conversation.
 SECOND_REMINDER = timedelta(days=35)
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_SKIP_TABLES = {"alembic_version", "api_token", "inbox"}
+_SKIP_TABLES = {"alembic_version", "api_token", "inbox", "account", "dashboard_session"}
 #: How often :func:`populate` reports progress, in copies.
 PROGRESS_EVERY = 100_000
 #: The resources a lean copy keeps, current version only, with their search index rows: the Patient

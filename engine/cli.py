@@ -294,6 +294,133 @@ def token_create(organisation: str | None, admin: bool, name: str | None, db_url
     click.echo(secret)
 
 
+@token.command("list")
+@_db_option
+def token_list(db_url: str | None) -> None:
+    """List the tokens: id, for whom, name, created, revoked (the secrets are not stored)."""
+    from zorgpad.engine.store.tokens import tokens
+
+    with _errors():
+        found = _open(db_url).run(tokens)
+    if not found:
+        click.echo("no tokens")
+    for record in found:
+        revoked = f"revoked {record.revoked_at:%Y-%m-%d %H:%M}" if record.revoked_at else "live"
+        click.echo(f"{record.id}\t{record.organisation or 'admin'}\t{record.name}\t"
+                   f"created {record.created_at:%Y-%m-%d %H:%M}\t{revoked}")
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+@_db_option
+def token_revoke(token_id: int, db_url: str | None) -> None:
+    """Revoke a token by its id (from `zorgpad token list`): refused at once, its dashboard sessions end."""
+    from zorgpad.engine.store.tokens import revoke_token
+
+    with _errors():
+        record = _open(db_url).run(lambda s: revoke_token(s, token_id, datetime.now(UTC)))
+    click.echo(f"revoked token {record.id} ({record.name})")
+
+
+# -- dashboard accounts -----------------------------------------------------------------------------
+
+@main.group()
+def user() -> None:
+    """Dashboard accounts: a username and password for a person, per organisation or as administrator."""
+
+
+def _new_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise CLIError("no terminal to ask for the password on: pass it with --password-stdin")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True))
+
+
+_password_stdin = click.option("--password-stdin", is_flag=True,
+                               help="Read the password from the first line of standard input (no prompt).")
+
+
+@user.command("create")
+@click.argument("username")
+@click.option("--org", "organisation", default=None, metavar="ORGANIZATION_ID",
+              help="The organisation the person works for: an id (gp-1) or Organization/gp-1.")
+@click.option("--admin", is_flag=True, help="An administrator: sees every patient.")
+@click.option("--name", default=None, help="The person's name as the dashboard shows it.")
+@_password_stdin
+@_db_option
+def user_create(username: str, organisation: str | None, admin: bool, name: str | None, password_stdin: bool,
+                db_url: str | None) -> None:
+    """Create an account; the password is asked for (twice) unless --password-stdin."""
+    from zorgpad.engine.store.accounts import create_account
+
+    if admin == (organisation is not None):
+        raise CLIError("give exactly one of --org ORGANIZATION_ID or --admin")
+    with _errors():
+        database = _open(db_url)
+        password = _new_password(password_stdin)
+        account = database.run(lambda s: create_account(s, datetime.now(UTC), username, password,
+                                                        organisation=organisation, admin=admin, display_name=name))
+    click.echo(f"created account {account.username} ({account.organisation or 'admin'})")
+
+
+@user.command("password")
+@click.argument("username")
+@_password_stdin
+@_db_option
+def user_password(username: str, password_stdin: bool, db_url: str | None) -> None:
+    """Set a new password (unlocks the account and signs out its sessions)."""
+    from zorgpad.engine.store.accounts import set_password
+
+    with _errors():
+        database = _open(db_url)
+        password = _new_password(password_stdin)
+        account = database.run(lambda s: set_password(s, datetime.now(UTC), username, password))
+    click.echo(f"new password set for {account.username}")
+
+
+@user.command("disable")
+@click.argument("username")
+@_db_option
+def user_disable(username: str, db_url: str | None) -> None:
+    """Disable an account: it can no longer sign in and its sessions end."""
+    from zorgpad.engine.store.accounts import set_disabled
+
+    with _errors():
+        account = _open(db_url).run(lambda s: set_disabled(s, datetime.now(UTC), username, True))
+    click.echo(f"disabled {account.username}")
+
+
+@user.command("enable")
+@click.argument("username")
+@_db_option
+def user_enable(username: str, db_url: str | None) -> None:
+    """Enable a disabled account again (also lifts a lock-out)."""
+    from zorgpad.engine.store.accounts import set_disabled
+
+    with _errors():
+        account = _open(db_url).run(lambda s: set_disabled(s, datetime.now(UTC), username, False))
+    click.echo(f"enabled {account.username}")
+
+
+@user.command("list")
+@_db_option
+def user_list(db_url: str | None) -> None:
+    """List the accounts: username, organisation, name, state."""
+    from zorgpad.engine.store.accounts import accounts
+
+    with _errors():
+        found = _open(db_url).run(accounts)
+    if not found:
+        click.echo("no accounts")
+    now = datetime.now(UTC)
+    for account in found:
+        state = ("disabled" if account.disabled_at else
+                 f"locked until {account.locked_until:%H:%M}" if account.locked_until and account.locked_until > now
+                 else "active")
+        click.echo(f"{account.username}\t{account.organisation or 'admin'}\t{account.display_name}\t{state}")
+
+
 def _serve(db_url: str | None, host: str, port: int, tick_interval: float, files: tuple[str, ...],
            workers: int = 1) -> None:
     import uvicorn
@@ -361,5 +488,8 @@ def demo(host: str, port: int, tick_interval: float, workers: int, files: tuple[
                    f"(new token: zorgpad token create --admin --db {url})")
     for name, secret in region.tokens.items():
         click.echo(f"token {name}: {secret}")
+    for username, password in region.accounts.items():
+        click.echo(f"dashboard account {username}: password {password}")
     click.echo(f"FHIR base: http://{host}:{port}/fhir  (send a token as 'Authorization: Bearer …')")
+    click.echo(f"dashboard: http://{host}:{port}/login  (an account, or a token)")
     _serve(url, host, port, tick_interval, files, workers)

@@ -13,6 +13,7 @@ Seeding is idempotent: when any demo patient already exists, :func:`seed` change
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from zorgpad.engine._roles import ROLE_SYSTEM
 from zorgpad.engine._states import EnrolmentStatus
 from zorgpad.engine.clock import utc
 from zorgpad.engine.runtime import Engine
+from zorgpad.engine.store.accounts import create_account
 from zorgpad.engine.store.resources import get_resource
 from zorgpad.engine.store.tables import Timer
 from zorgpad.engine.store.tokens import create_token
@@ -101,6 +103,8 @@ class DemoRegion:
     patients: list[str]
     #: ``"admin"`` or ``Organization/id`` -> the bearer token (stored only as a hash: shown once).
     tokens: dict[str, str] = field(default_factory=dict)
+    #: Dashboard username -> its password (stored only as a hash: shown once).
+    accounts: dict[str, str] = field(default_factory=dict)
 
 
 def ago(*, days: float = 0, hours: float = 0) -> timedelta:
@@ -532,6 +536,17 @@ def _tokens(session: Session, now: datetime) -> dict[str, str]:
     return tokens
 
 
+#: The demo's dashboard account: a care coordinator of the regional network.
+DEMO_COORDINATOR = "coordinator"
+
+
+def _accounts(session: Session, now: datetime) -> dict[str, str]:
+    password = secrets.token_urlsafe(12)
+    create_account(session, now, DEMO_COORDINATOR, password, organisation=f"Organization/{REGIONAL['coordinator']}",
+                   display_name="Demo coördinator")
+    return {DEMO_COORDINATOR: password}
+
+
 def _run(engine: Engine, at: datetime, patient: str, action: Action) -> None:
     if isinstance(action, Ingest):
         engine.ingest(action.resource, now=at)
@@ -540,9 +555,9 @@ def _run(engine: Engine, at: datetime, patient: str, action: Action) -> None:
 
 
 def seed(engine: Engine, now: datetime) -> DemoRegion:
-    """Write the demo region with its history up to ``now``; return the patients and new tokens.
+    """Write the demo region with its history up to ``now``; return the patients, new tokens and account.
 
-    Idempotent: if any demo patient exists already, nothing is written and no tokens are made.
+    Idempotent: if any demo patient exists already, nothing is written and no tokens or accounts are made.
     """
     now = utc(now)
     patients = [p.reference for p in DEMO_PATIENTS]
@@ -557,5 +572,6 @@ def seed(engine: Engine, now: datetime) -> DemoRegion:
         _run(engine, at, patient, action)
     _advance(engine, now)
     tokens = engine.db.run(lambda s: _tokens(s, now))
-    return DemoRegion(created=True, patients=patients, tokens=tokens)
+    accounts = engine.db.run(lambda s: _accounts(s, now))
+    return DemoRegion(created=True, patients=patients, tokens=tokens, accounts=accounts)
 

@@ -124,6 +124,10 @@ def search_virtual(ctx: FHIRContext, resource_type: str, params: Sequence[tuple[
 
 _SUBTYPES = {"read": "read", "vread": "vread", "history": "history-instance", "search": "search-type",
              "delete": "delete"}
+_DICOM = "http://dicom.nema.org/resources/ontology/DCM"
+#: Dashboard sign-ins and sign-outs are DICOM "User Authentication" events.
+_AUTHENTICATION = {"login": {"system": _DICOM, "code": "110122", "display": "Login"},
+                   "logout": {"system": _DICOM, "code": "110123", "display": "Logout"}}
 
 
 def to_auditevent(row: AuditEntry) -> JSON:
@@ -133,6 +137,8 @@ def to_auditevent(row: AuditEntry) -> JSON:
     elif row.what == "write":
         subtype = {"system": "http://hl7.org/fhir/restful-interaction",
                    "code": "create" if row.action == "C" else "update"}
+    elif row.what in _AUTHENTICATION:
+        subtype = _AUTHENTICATION[row.what]
     else:
         subtype = {"system": "https://zorgpad.nl/fhir/CodeSystem/engine-event", "code": row.what}
     agent: JSON = {"requestor": True, "name": row.actor}
@@ -140,8 +146,9 @@ def to_auditevent(row: AuditEntry) -> JSON:
     event: JSON = {
         "resourceType": "AuditEvent",
         "id": str(row.id),
-        "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
-                 "display": "RESTful Operation"},
+        "type": {"system": _DICOM, "code": "110114", "display": "User Authentication"}
+        if row.what in _AUTHENTICATION else {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+                                             "code": "rest", "display": "RESTful Operation"},
         "subtype": [subtype],
         "action": row.action,
         "recorded": instant(row.recorded_at),

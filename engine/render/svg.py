@@ -1,7 +1,8 @@
 """Pathway diagrams as inline SVG, drawn server-side from the declaration alone (no JavaScript, no pathway
 code runs): steps in layers by their ``after=`` depth, arrows from each step to the steps after it, and the
 current step(s) highlighted. The drawing carries ``<title>``/``<desc>`` and each step a ``<title>`` so a
-screen reader announces it; colours are paired with a text marker so they are never the only cue.
+screen reader announces it; colours are paired with a text marker so they are never the only cue. Roles,
+deadlines and states are written in the reader's language (``lang``, see :mod:`.words`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from html import escape
 
 from zorgpad.engine._dsl import Pathway, Step
+from zorgpad.engine.render import words
 
 BOX_W, BOX_H, GAP_X, GAP_Y, MARGIN = 190, 64, 24, 44, 12
 #: How wide a line of a step title may get inside its box (characters).
@@ -39,7 +41,7 @@ def _lines(title: str) -> list[str]:
 
 
 def to_svg(pathway: type[Pathway], *, states: Mapping[str, str] | None = None, current: frozenset[str] = frozenset(),
-           label: str | None = None) -> str:
+           label: str | None = None, lang: str = "en") -> str:
     """An inline ``<svg>`` of ``pathway``; ``states`` maps step ids to their state (drawn as a class and in
     each step's title), ``current`` lists the steps to highlight. Every text is escaped."""
     states = states or {}
@@ -60,7 +62,7 @@ def to_svg(pathway: type[Pathway], *, states: Mapping[str, str] | None = None, c
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="pathway" role="img" viewBox="0 0 {width} {height}" '
            f'width="{width}" height="{height}" aria-labelledby="t-{uid} d-{uid}">',
            f'<title id="t-{uid}">{escape(title)}</title>',
-           f'<desc id="d-{uid}">{escape(_describe(pathway, states, current))}</desc>',
+           f'<desc id="d-{uid}">{escape(_describe(pathway, states, current, lang))}</desc>',
            f'<defs><marker id="arrow-{uid}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="8" '
            'markerHeight="8" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z"/></marker></defs>']
     for step in pathway.steps:
@@ -74,11 +76,11 @@ def to_svg(pathway: type[Pathway], *, states: Mapping[str, str] | None = None, c
         state = states.get(step.id, "")
         classes = " ".join(c for c in ("step", f"state-{state}" if state else "",
                                        "current" if step.id in current else "") if c)
-        owner = step.owner.code if step.owner else "?"
-        due = f" · {step.due}" if step.due else ""
+        owner = words.role(step.owner.code if step.owner else None, lang)
+        due = f" · {words.deadline(step.due, lang)}" if step.due else ""
+        shown = f" — {words.state(state, lang)}" if state else ""
         out.append(f'<g class="{escape(classes)}" data-step="{escape(step.id)}">')
-        out.append(f"<title>{escape(step.title)} ({escape(owner)}{escape(due)}){escape(' — ' + state if state else '')}"
-                   "</title>")
+        out.append(f"<title>{escape(step.title)} ({escape(owner)}{escape(due)}){escape(shown)}</title>")
         width_px = 3 if step.id in current else 1
         out.append(f'<rect x="{x}" y="{y}" width="{BOX_W}" height="{BOX_H}" rx="6" stroke-width="{width_px}"/>')
         for n, line in enumerate(_lines(step.title)):
@@ -90,12 +92,12 @@ def to_svg(pathway: type[Pathway], *, states: Mapping[str, str] | None = None, c
     return "\n".join(out)
 
 
-def _describe(pathway: type[Pathway], states: Mapping[str, str], current: frozenset[str]) -> str:
+def _describe(pathway: type[Pathway], states: Mapping[str, str], current: frozenset[str], lang: str) -> str:
     parts = []
     for step in pathway.steps:
         after = ", ".join(p.title for p in step.predecessors)
-        text = step.title + (f" (after {after})" if after else "")
+        text = step.title + (f" ({words.phrase('after', lang, steps=after)})" if after else "")
         if step.id in states:
-            text += f": {states[step.id]}"
-        parts.append(text + (" [current]" if step.id in current else ""))
+            text += f": {words.state(states[step.id], lang)}"
+        parts.append(text + (f" [{words.phrase('current', lang)}]" if step.id in current else ""))
     return "; ".join(parts)

@@ -215,3 +215,34 @@ class ApiToken(SQLModel, table=True):
     admin: bool = False
     created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     revoked_at: datetime | None = _utc()
+
+
+class Account(SQLModel, table=True):
+    """A person who signs in to the dashboard with a username and password (scrypt hash), for one
+    organisation or as an administrator."""
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True, autoincrement=True))
+    username: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    display_name: str = Field(max_length=128)
+    organisation: str | None = Field(default=None, max_length=128)
+    admin: bool = False
+    password_hash: str = Field(sa_type=Text)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    password_changed_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    disabled_at: datetime | None = _utc()
+    failed_logins: int = 0
+    locked_until: datetime | None = _utc()
+
+
+class DashboardSession(SQLModel, table=True):
+    """A signed-in dashboard session: the cookie holds a random secret, stored here only as its hash, for an
+    account or a bearer token (never the token itself)."""
+
+    __tablename__ = "dashboard_session"
+
+    secret_hash: str = Field(primary_key=True, max_length=64)
+    account_id: int | None = Field(default=None, foreign_key="account.id", index=True)
+    token_id: int | None = Field(default=None, foreign_key="api_token.id", index=True)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    last_seen_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 from zorgpad.engine.errors import ConfigurationError
+from zorgpad.engine.store.accounts import end_sessions
 from zorgpad.engine.store.tables import ApiToken
 
 PREFIX = "zp_"
@@ -30,6 +31,23 @@ def create_token(session: Session, now: datetime, *, organisation: str | None = 
     session.add(ApiToken(token_hash=_hash(token), name=name or (organisation or "admin"),
                          organisation=organisation, admin=admin, created_at=now))
     return token
+
+
+def tokens(session: Session) -> list[ApiToken]:
+    """Every token record (live and revoked), oldest first; the secrets themselves are never stored."""
+    return list(session.exec(select(ApiToken).order_by(col(ApiToken.id))).all())
+
+
+def revoke_token(session: Session, token_id: int, now: datetime) -> ApiToken:
+    """Revoke a token: the FHIR interface refuses it at once and its dashboard sessions end."""
+    record = session.get(ApiToken, token_id)
+    if record is None:
+        raise ConfigurationError(f"there is no token with id {token_id}")
+    if record.revoked_at is None:
+        record.revoked_at = now
+        session.add(record)
+    end_sessions(session, token_id=token_id)
+    return record
 
 
 def find_token(session: Session, token: str) -> ApiToken | None:

@@ -1,14 +1,16 @@
-"""The dashboard's words, in Dutch (the default) and English."""
+"""The dashboard's words, in Dutch (the default) and English (step states and roles: :mod:`..render.words`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from zorgpad.engine.render.words import STATES
+
 TEXT: dict[str, dict[str, Any]] = {
     "nl": {
         "app": "Zorgpad coördinatie", "worklist": "Werklijst", "catalogue": "Zorgpaden", "sign_in": "Inloggen",
-        "sign_out": "Uitloggen", "token": "Toegangstoken (organisatie of beheerder)", "bad_token":
-        "Onbekend of ingetrokken token.", "overdue": "Te laat", "due_soon": "Binnenkort", "handovers":
+        "sign_out": "Uitloggen", "token": "Toegangstoken (organisatie of beheerder)", "overdue": "Te laat",
+        "due_soon": "Binnenkort", "handovers":
         "Overdrachten wachten op ontvanger", "escalations": "Escalaties", "dead": "Niet-afgeleverde berichten",
         "patient": "Patiënt", "step": "Stap", "pathway": "Zorgpad", "owner": "Eigenaar", "role": "Rol",
         "due": "Uiterlijk",
@@ -26,20 +28,31 @@ TEXT: dict[str, dict[str, Any]] = {
         "not_found": "Niet gevonden", "count": "aantal", "attempts": "pogingen", "last_error": "laatste fout",
         "done": "Gelukt", "language": "English", "started": "gestart", "ended": "beëindigd",
         "skip_link": "Naar de inhoud",
-        "state": {"pending": "wacht", "ready": "open", "in-progress": "bezig", "completed": "klaar",
-                  "skipped": "n.v.t.", "cancelled": "geannuleerd", "failed": "mislukt", "overdue": "te laat",
-                  "escalated": "geëscaleerd", "scheduled": "gepland", "active": "actief", "exited": "beëindigd",
-                  "withdrawn": "teruggetrokken"},
+        "username": "Gebruikersnaam", "password": "Wachtwoord", "sign_in_token": "Inloggen met een toegangstoken",
+        "login_error": {"refused": "Onbekende gebruikersnaam of onjuist wachtwoord.", "disabled":
+                        "Onbekende gebruikersnaam of onjuist wachtwoord.", "locked":
+                        "Te veel mislukte pogingen: dit account is 15 minuten geblokkeerd.", "missing":
+                        "Vul een gebruikersnaam en wachtwoord in.", "token": "Onbekend of ingetrokken token."},
+        "change_password": "Wachtwoord wijzigen", "current_password": "Huidig wachtwoord",
+        "new_password": "Nieuw wachtwoord", "repeat_password": "Nieuw wachtwoord herhalen",
+        "password_rules": "Minstens {n} tekens, niet gelijk aan de gebruikersnaam.",
+        "password_error": {"current": "Het huidige wachtwoord klopt niet.", "locked":
+                           "Te veel mislukte pogingen: dit account is 15 minuten geblokkeerd.", "repeat":
+                           "De twee nieuwe wachtwoorden zijn niet gelijk.", "rules":
+                           "Het nieuwe wachtwoord voldoet niet aan de eisen."},
+        "password_changed": "Uw wachtwoord is gewijzigd; andere sessies van dit account zijn afgemeld.",
+        "state": STATES["nl"],
         "event": {"write": "gegevens ontvangen", "Enrol": "ingeschreven", "ResourceChanged": "gegevens verwerkt",
                   "TaskStatusChanged": "taakstatus gewijzigd", "TimerFired": "termijn of herinnering",
                   "StepOverride": "coördinator greep in", "Withdraw": "uitgeschreven", "dead-letter":
                   "bericht niet afgeleverd", "outbox-retry": "opnieuw versturen", "enrol-reason":
-                  "reden van inschrijving", "migrate": "naar andere versie"},
+                  "reden van inschrijving", "migrate": "naar andere versie", "login": "ingelogd", "logout": "uitgelogd",
+                  "password": "wachtwoord gewijzigd"},
     },
     "en": {
         "app": "Zorgpad coordination", "worklist": "Worklist", "catalogue": "Pathways", "sign_in": "Sign in",
-        "sign_out": "Sign out", "token": "Access token (organisation or administrator)", "bad_token":
-        "Unknown or revoked token.", "overdue": "Overdue", "due_soon": "Due soon", "handovers":
+        "sign_out": "Sign out", "token": "Access token (organisation or administrator)", "overdue": "Overdue",
+        "due_soon": "Due soon", "handovers":
         "Handovers waiting for the receiver", "escalations": "Escalations", "dead": "Dead-lettered deliveries",
         "patient": "Patient", "step": "Step", "pathway": "Pathway", "owner": "Owner", "role": "Role", "due": "Due",
         "late": "days late", "organisation": "Organisation", "all": "all", "filter": "Filter", "reset": "Clear",
@@ -55,14 +68,24 @@ TEXT: dict[str, dict[str, Any]] = {
         "timing": "Timing", "after": "After", "error": "That did not work", "not_found": "Not found",
         "count": "count", "attempts": "attempts", "last_error": "last error", "done": "Done",
         "language": "Nederlands", "started": "started", "ended": "ended", "skip_link": "Skip to content",
-        "state": {"pending": "waiting", "ready": "open", "in-progress": "in progress", "completed": "done",
-                  "skipped": "not applicable", "cancelled": "cancelled", "failed": "failed", "overdue": "overdue",
-                  "escalated": "escalated", "scheduled": "scheduled", "active": "active", "exited": "exited",
-                  "withdrawn": "withdrawn"},
+        "username": "Username", "password": "Password", "sign_in_token": "Sign in with an access token",
+        "login_error": {"refused": "Unknown username or wrong password.", "disabled":
+                        "Unknown username or wrong password.", "locked":
+                        "Too many failed attempts: this account is locked for 15 minutes.", "missing":
+                        "Enter a username and a password.", "token": "Unknown or revoked token."},
+        "change_password": "Change password", "current_password": "Current password",
+        "new_password": "New password", "repeat_password": "Repeat the new password",
+        "password_rules": "At least {n} characters, not the same as the username.",
+        "password_error": {"current": "The current password is wrong.", "locked":
+                           "Too many failed attempts: this account is locked for 15 minutes.", "repeat":
+                           "The two new passwords differ.", "rules": "The new password does not meet the rules."},
+        "password_changed": "Your password has been changed; other sessions of this account have been signed out.",
+        "state": STATES["en"],
         "event": {"write": "data received", "Enrol": "enrolled", "ResourceChanged": "data processed",
                   "TaskStatusChanged": "Task status changed", "TimerFired": "deadline or reminder",
                   "StepOverride": "coordinator intervened", "Withdraw": "withdrawn", "dead-letter":
                   "delivery dead-lettered", "outbox-retry": "delivery retried", "enrol-reason": "reason for enrolment",
-                  "migrate": "moved to another version"},
+                  "migrate": "moved to another version", "login": "signed in", "logout": "signed out",
+                  "password": "password changed"},
     },
 }

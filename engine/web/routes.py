@@ -1,6 +1,8 @@
 """The coordinator dashboard: server-rendered pages over the engine's tables, scoped per organisation.
 
-Sign-in takes a bearer token and keeps it in an HttpOnly, SameSite=Strict cookie. Who may see which
+Sign-in takes a username and password (an account, see :mod:`zorgpad.engine.store.accounts`) or a bearer
+token, and opens a session whose random secret goes in an HttpOnly, SameSite=Strict cookie (the token itself
+never does). Every sign-in, failed sign-in and sign-out is audited. Who may see which
 patient is decided by the access model the composition root passes in (the FHIR layer's ``Scope``), so
 there is one access model, not two. Every page showing patient data writes an audit row (``what="view"``);
 every action goes through the engine (which audits with the signed-in actor) or audits itself.
@@ -24,12 +26,15 @@ from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 from zorgpad.engine._dsl import Pathway, Step
 from zorgpad.engine._states import OPEN_STATES
-from zorgpad.engine.errors import PathwayError
+from zorgpad.engine.errors import ConfigurationError, PathwayError
 from zorgpad.engine.ops import is_coordinator
 from zorgpad.engine.outbox import retry_dead_letter
+from zorgpad.engine.render import words
 from zorgpad.engine.render.letters import LANGUAGES, display, language
 from zorgpad.engine.render.svg import to_svg
 from zorgpad.engine.runtime import Engine
+from zorgpad.engine.store import accounts
+from zorgpad.engine.store.accounts import SessionPolicy, SignIn
 from zorgpad.engine.store.audit import Actor, audit
 from zorgpad.engine.store.enrolments import load_state
 from zorgpad.engine.store.tables import AuditEntry, Enrolment, OutboxItem, StepRun, StoredResource
@@ -62,16 +67,23 @@ AccessFactory = Callable[[str, str | None, bool], Access]
 
 @dataclass(frozen=True)
 class User:
-    """The signed-in user: a token acting for an organisation, or an administrator."""
+    """The signed-in user: an account or a token, acting for an organisation or as an administrator."""
 
     name: str
     organisation: str | None
     admin: bool
+    account: bool = False
+    display_name: str = ""
 
     @property
     def actor(self) -> Actor:
         """The user as the audit log names them."""
         return Actor(f"dashboard:{self.name}", self.organisation)
+
+    @property
+    def entity(self) -> str:
+        """What a sign-in or sign-out is about: the account, or that a token was used."""
+        return f"account:{self.name}" if self.account else "token"
 
 
 _env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
@@ -84,26 +96,34 @@ def _when(value: datetime | None) -> str:
 
 
 _env.filters["when"] = _when
+_env.filters["role"] = words.role
+_env.filters["timing"] = lambda step, lang: words.timing(step.offset, step.due, step.repeat, lang)
+_env.globals["min_password"] = accounts.MIN_PASSWORD
 
 
-def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mapping[str, str] | None = None
-                     ) -> APIRouter:
+def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mapping[str, str] | None = None,
+                     sessions: SessionPolicy | None = None) -> APIRouter:
     """The dashboard's routes; ``acp_codes`` names the SNOMED codes of the ACP summary (cpr, icu, hospital,
-    ventilation, place_of_death, acp) so that clinical codes stay with the pathways."""
+    ventilation, place_of_death, acp) so that clinical codes stay with the pathways; ``sessions`` says how
+    long a sign-in lasts (default: from the environment, see :class:`SessionPolicy`)."""
     router = APIRouter(include_in_schema=False)
     codes = dict(acp_codes or {})
     db = engine.db
+    policy = sessions or SessionPolicy.from_environment()
 
     def lang_of(request: Request) -> str:
         chosen = request.query_params.get("lang") or request.cookies.get(LANG_COOKIE) or language()
         return chosen if chosen in LANGUAGES else "nl"
 
     def user_of(request: Request) -> User | None:
-        token = request.cookies.get(COOKIE)
-        if not token:
+        secret = request.cookies.get(COOKIE)
+        if not secret:
             return None
-        record = db.run(lambda s: find_token(s, token))
-        return None if record is None else User(record.name, record.organisation, record.admin)
+        # The worklist's own refresh is not activity: an unattended screen signs itself out.
+        activity = request.headers.get("x-fragment") != "worklist"
+        found = db.run(lambda s: accounts.find_session(s, secret, engine.clock.now(), policy, activity=activity))
+        return None if found is None else User(found.name, found.organisation, found.admin,
+                                               found.account_id is not None, found.display_name)
 
     def page(request: Request, template_name: str, user: User | None, status: int = 200,
              **context: Any) -> HTMLResponse:
@@ -135,19 +155,136 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
     @router.post("/login")
     async def login(request: Request) -> Response:
         form = await _form(request)
-        token = form.get("token", "").strip()
-        record = await run_in_threadpool(lambda: db.run(lambda s: find_token(s, token))) if token else None
-        if record is None:
-            return page(request, "login.html", None, status=401, error=True)
-        response = RedirectResponse("/", status_code=303)
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/")
+        if form.get("token", "").strip():
+            return await run_in_threadpool(token_login, request, form["token"].strip())
+        username, password = form.get("username", "").strip(), form.get("password", "")
+        if not username or not password:
+            return page(request, "login.html", None, status=400, error="missing")
+        return await run_in_threadpool(password_login, request, username, password)
+
+    def signed_in(request: Request, secret: str, response: Response | None = None) -> Response:
+        """``response`` (by default a redirect to the worklist) carrying the new session's cookie."""
+        response = response or RedirectResponse("/", status_code=303)
+        response.set_cookie(COOKIE, secret, httponly=True, samesite="strict", path="/",
+                            secure=request.url.scheme == "https")
         return response
 
+    def token_login(request: Request, token: str) -> Response:
+        now = engine.clock.now()
+
+        def work(session: Session) -> str | None:
+            record = find_token(session, token)
+            if record is None:
+                audit(session, Actor("dashboard:token"), now, action="E", what="login", entity="token",
+                      outcome="4", detail="unknown or revoked token")
+                return None
+            audit(session, Actor(f"dashboard:{record.name}", record.organisation), now, action="E", what="login",
+                  entity="token")
+            return accounts.open_session(session, now, policy, token_id=record.id)
+
+        secret = db.run(work)
+        if secret is None:
+            return page(request, "login.html", None, status=401, error="token")
+        return signed_in(request, secret)
+
+    def password_login(request: Request, username: str, password: str) -> Response:
+        now = engine.clock.now()
+        check = accounts.check_sign_in(lambda name: db.run(lambda s: accounts.find_account(s, name)),
+                                       username, password, now)
+        account = check.account
+
+        def work(session: Session) -> tuple[SignIn, str | None]:
+            outcome = accounts.record_sign_in(session, check, now)
+            actor = Actor(f"dashboard:{check.username}", account.organisation if account else None)
+            ok = outcome is SignIn.OK and account is not None
+            audit(session, actor, now, action="E", what="login", entity=f"account:{check.username}",
+                  outcome="0" if ok else "4", detail=None if ok else outcome.value)
+            if not ok or account is None or account.id is None:
+                return outcome, None
+            return outcome, accounts.open_session(session, now, policy, account_id=account.id)
+
+        outcome, secret = db.run(work)
+        if secret is None:
+            status = 429 if outcome is SignIn.LOCKED else 401
+            return page(request, "login.html", None, status=status, error=outcome.value, username=check.username)
+        return signed_in(request, secret)
+
     @router.post("/logout")
-    def logout() -> Response:
+    def logout(request: Request) -> Response:
+        secret = request.cookies.get(COOKIE)
+        user = user_of(request)
+        if secret:
+            now = engine.clock.now()
+
+            def work(session: Session) -> None:
+                accounts.close_session(session, secret)
+                if user is not None:
+                    audit(session, user.actor, now, action="E", what="logout", entity=user.entity)
+
+            db.run(work)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return response
+
+    @router.get("/account/password")
+    def password_form(request: Request) -> Response:
+        user = user_of(request)
+        if user is None:
+            return login_redirect()
+        if not user.account:
+            return page(request, "message.html", user, status=404, title=TEXT[lang_of(request)]["not_found"],
+                        message="/account/password")
+        return page(request, "password.html", user)
+
+    @router.post("/account/password")
+    async def change_password(request: Request) -> Response:
+        user = await run_in_threadpool(user_of, request)
+        if user is None:
+            return login_redirect()
+        if not user.account:
+            return page(request, "message.html", user, status=404, title=TEXT[lang_of(request)]["not_found"],
+                        message="/account/password")
+        form = await _form(request)
+        return await run_in_threadpool(new_password, request, user, form)
+
+    def new_password(request: Request, user: User, form: Mapping[str, str]) -> Response:
+        now = engine.clock.now()
+        current, new, repeat = form.get("current", ""), form.get("new", ""), form.get("repeat", "")
+        # A wrong current password counts as a failed sign-in: guessing it locks the account as well.
+        check = accounts.check_sign_in(lambda name: db.run(lambda s: accounts.find_account(s, name)),
+                                       user.name, current, now)
+        outcome = db.run(lambda s: accounts.record_sign_in(s, check, now))
+        problem = None
+        if outcome is not SignIn.OK:
+            problem = "locked" if outcome is SignIn.LOCKED else "current"
+        elif new != repeat:
+            problem = "repeat"
+        else:
+            try:
+                accounts.check_password(new, user.name)
+            except ConfigurationError:
+                problem = "rules"
+        if problem is not None:
+            def refuse(session: Session) -> None:
+                audit(session, user.actor, now, action="U", what="password", entity=user.entity, outcome="4",
+                      detail=problem)
+                if problem == "locked" and check.account is not None:
+                    accounts.end_sessions(session, account_id=check.account.id)
+
+            db.run(refuse)
+            if problem == "locked":
+                return page(request, "login.html", None, status=429, error="locked", username=user.name)
+            return page(request, "password.html", user, status=400, error=problem)
+
+        def work(session: Session) -> str:
+            changed = accounts.set_password(session, now, user.name, new)  # ends every session of the account
+            audit(session, user.actor, now, action="U", what="password", entity=user.entity)
+            assert changed.id is not None
+            return accounts.open_session(session, now, policy, account_id=changed.id)
+
+        secret = db.run(work)
+        return signed_in(request, secret, page(request, "message.html", user, title=TEXT[lang_of(request)]["done"],
+                                               message=TEXT[lang_of(request)]["password_changed"]))
 
     # -- the worklist ------------------------------------------------------------------------------
 
@@ -182,7 +319,7 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
         def read(session: Session) -> dict[str, Any] | None:
             if not visible(session, user, ref):
                 return None
-            data = _patient(session, engine, ref, codes)
+            data = _patient(session, engine, ref, codes, lang_of(request))
             if not data["patient"] and not data["enrolments"]:
                 return None  # unknown to Zorgpad: the same answer as a patient the user may not see
             audit(session, user.actor, now, action="R", what="view", entity=ref, patient=ref)
@@ -201,7 +338,8 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
         user = user_of(request)
         if user is None:
             return login_redirect()
-        pathways = [(p, Markup(to_svg(p))) for p in engine.registry.all()]  # noqa: S704 - to_svg escapes
+        lang = lang_of(request)
+        pathways = [(p, Markup(to_svg(p, lang=lang))) for p in engine.registry.all()]  # noqa: S704 - to_svg escapes
         return page(request, "pathways.html", user, pathways=pathways)
 
     # -- actions: a GET shows the confirmation form, the POST does it --------------------------------
@@ -427,7 +565,7 @@ def _coded(concept: Any, code: str | None) -> bool:
                                     for c in items)
 
 
-def _patient(session: Session, engine: Engine, ref: str, codes: Mapping[str, str]) -> dict[str, Any]:
+def _patient(session: Session, engine: Engine, ref: str, codes: Mapping[str, str], lang: str) -> dict[str, Any]:
     pid = ref.removeprefix("Patient/")
     resources = session.exec(select(StoredResource).where(StoredResource.patient == ref,
                                                           col(StoredResource.deleted).is_(False))).all()
@@ -442,7 +580,7 @@ def _patient(session: Session, engine: Engine, ref: str, codes: Mapping[str, str
         states = {s: str(run.state) for s, run in state.steps.items()}
         label = f"{pathway.title} {pathway.version}"
         enrolments.append({"row": row, "state": state, "pathway": pathway, "current": current,
-                           "svg": Markup(to_svg(pathway, states=states, current=current, label=label))})  # noqa: S704
+                           "svg": Markup(to_svg(pathway, states=states, current=current, label=label, lang=lang))})  # noqa: S704
     timeline = session.exec(select(AuditEntry).where(AuditEntry.patient == ref, AuditEntry.what != "view")
                             .order_by(col(AuditEntry.recorded_at).desc(), col(AuditEntry.id).desc()).limit(300)).all()
     return {"orgs": _organisations(session), "patient": patient,

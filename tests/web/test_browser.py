@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from web.conftest import ARTIFACTS, REPO, Dashboard
+from zorgpad.engine.store.accounts import create_account
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -41,9 +44,12 @@ def page(browser: Browser, dashboard: Dashboard) -> Iterator[Page]:
 
 
 def _sign_in(page: Page, token: str) -> None:
+    """Sign in with a token: it is behind the "Inloggen met een toegangstoken" disclosure of the form."""
     page.goto("/")
-    page.get_by_label("Toegangstoken").fill(token)
-    page.get_by_role("button", name="Inloggen").click()
+    page.get_by_text("Inloggen met een toegangstoken").click()
+    with_token = page.locator("details")
+    with_token.get_by_label("Toegangstoken").fill(token)
+    with_token.get_by_role("button", name="Inloggen").click()
     page.wait_for_url("**/")
 
 
@@ -122,7 +128,7 @@ class TestCoordinatorJourney:
         roles = set(page.locator("#worklist tbody tr[data-step] td:nth-child(4) .muted").all_inner_texts())
         _shot(page, "worklist-filtered")
 
-        assert (None, {"(hospital)"}, "hospital") == (before, roles, page.get_by_label("Rol").input_value())
+        assert (None, {"(ziekenhuis)"}, "hospital") == (before, roles, page.get_by_label("Rol").input_value())
 
     def test_an_organisation_does_not_see_another_organisations_patient(self, page: Page,
                                                                          dashboard: Dashboard) -> None:
@@ -141,3 +147,33 @@ class TestCoordinatorJourney:
         _shot(page, "worklist-tablet")
 
         assert width <= 768
+
+    def test_a_person_signs_in_with_a_username_and_password(self, page: Page, dashboard: Dashboard) -> None:
+        """Type a username and password into the form, see the worklist with the person's name in the header,
+        and open "Wachtwoord wijzigen" to find its form."""
+        username, password = f"browser-{uuid.uuid4().hex[:8]}", f"pw {uuid.uuid4().hex}"
+        db = dashboard.database()
+        try:
+            db.run(lambda s: create_account(s, datetime.now(UTC), username, password,
+                                            organisation="Organization/coordination-zl", display_name="Anne Peters"))
+        finally:
+            db.dispose()
+        page.goto("/")
+        page.get_by_label("Gebruikersnaam").press_sequentially(username)
+        page.get_by_label("Wachtwoord", exact=True).press_sequentially(password)
+        _shot(page, "login")
+        page.get_by_role("button", name="Inloggen").click()
+        page.wait_for_url("**/")
+        heading = page.get_by_role("heading", level=1).inner_text()
+        who = page.locator("header .who").inner_text()
+
+        assert ("Werklijst", True) == (heading, "Anne Peters" in who)
+
+        page.get_by_role("link", name="Wachtwoord wijzigen").click()
+        page.wait_for_url("**/account/password")
+        fields = [page.get_by_label(label, exact=True).get_attribute("type")
+                  for label in ("Huidig wachtwoord", "Nieuw wachtwoord", "Nieuw wachtwoord herhalen")]
+        _shot(page, "password")
+
+        assert ("Wachtwoord wijzigen", ["password"] * 3) == (page.get_by_role("heading", level=1).inner_text(),
+                                                              fields)

@@ -9,6 +9,7 @@ import pytest
 from sqlmodel import Session, col, select
 from web.conftest import MARKUP_NAME, Dashboard
 from zorgpad.engine.store.tables import AuditEntry, Enrolment, OutboxItem, StepRun
+from zorgpad.pathways import settings
 
 PAGES = ("/", "/pathways", "/patients/demo-smeets", "/patients/demo-smeets/enrol", "/outbox/{dead}/retry")
 
@@ -121,6 +122,20 @@ class TestWorklist:
         answer = dashboard.client(dashboard.tokens["admin"]).get("/?role=gp", headers={"X-Fragment": "worklist"})
 
         assert (False, True) == ("<html" in answer.text, 'data-count="overdue"' in answer.text)
+
+
+class TestCatalogue:
+    """The pathway catalogue names roles and timings in the reader's language."""
+
+    def test_roles_and_timings_are_dutch_by_default_and_english_on_request(self, dashboard: Dashboard) -> None:
+        """The PZP conversation row reads 'huisarts' and 'binnen … dagen', or 'GP' and 'due … days' in English."""
+        client = dashboard.client(dashboard.tokens["admin"])
+        dutch = client.get("/pathways").text.split("<td>PZP-gesprek voeren</td>")[1].split("</tr>")[0]
+        english = client.get("/pathways?lang=en").text.split("<td>PZP-gesprek voeren</td>")[1].split("</tr>")[0]
+        days = settings.CONVERSATION_DAYS
+
+        assert (True, True, True, True) == ("<td>huisarts</td>" in dutch, f"binnen {days} dagen" in dutch,
+                                            "<td>GP</td>" in english, f"due {days} days" in english)
 
 
 class TestPatientPage:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from zorgpad.engine import GP, Pathway, Step, days, defn
+from zorgpad.engine import GP, Pathway, Step, days, defn, hours, months, weeks
+from zorgpad.engine.render import words
 from zorgpad.engine.render.svg import depths, to_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -37,7 +38,7 @@ class TestSvg:
         root = _parse(to_svg(Diamond))
         titles = [g.find(f"{SVG}title") for g in root.iter(f"{SVG}g")]
 
-        assert "Start <here> (gp · 7 days)" == titles[0].text  # type: ignore[union-attr]
+        assert "Start <here> (GP · 7 days)" == titles[0].text  # type: ignore[union-attr]
 
     def test_the_current_step_is_marked(self) -> None:
         """Only the current step gets the ``current`` class; states become classes too."""
@@ -61,3 +62,41 @@ class TestSvg:
         assert ("A <diamond> & friends 1.0.0", True) == (
             root.find(f"{SVG}title").text,  # type: ignore[union-attr]
             str(root.find(f"{SVG}desc").text).startswith("Start <here>; Left & right (after Start <here>)"))
+
+
+class TestDutchDiagram:
+    """On Dutch pages the diagram names roles, deadlines and states in Dutch."""
+
+    def test_a_step_title_has_the_dutch_role_and_deadline(self) -> None:
+        """The first step's title reads 'huisarts · 7 dagen' in Dutch."""
+        root = _parse(to_svg(Diamond, lang="nl"))
+        titles = [g.find(f"{SVG}title") for g in root.iter(f"{SVG}g")]
+
+        assert "Start <here> (huisarts · 7 dagen)" == titles[0].text  # type: ignore[union-attr]
+
+    def test_the_description_has_dutch_states_and_order(self) -> None:
+        """States, 'na' (after) and the current marker are Dutch in the description."""
+        root = _parse(to_svg(Diamond, states={"first": "completed", "left": "ready"}, current=frozenset({"left"}),
+                             lang="nl"))
+
+        assert "Start <here>: klaar; Left & right (na Start <here>): open [huidig]; Right (na Start <here>)" == str(
+            root.find(f"{SVG}desc").text).rsplit("; Join", 1)[0]
+
+
+class TestWords:
+    """Durations, deadlines and timings in both languages."""
+
+    def test_durations_take_singular_and_plural(self) -> None:
+        """One week / 3 weken; one hour / 2 uur."""
+        assert ["1 week", "3 weken", "1 uur", "2 hours"] == [
+            words.duration(weeks(1), "nl"), words.duration(weeks(3), "nl"), words.duration(hours(1), "nl"),
+            words.duration(hours(2), "en")]
+
+    def test_a_step_timing_joins_offset_deadline_and_repeat(self) -> None:
+        """A step with all three timings reads as one phrase, in either language."""
+        assert ("na 7 dagen · binnen 3 maanden · elke 3 maanden", "after 7 days · due 3 months · every 3 months") == (
+            words.timing(days(7), months(3), months(3), "nl"), words.timing(days(7), months(3), months(3), "en"))
+
+    def test_an_unknown_role_shows_its_code(self) -> None:
+        """A pathway's own role has no translation: its code is shown."""
+        assert ("huisartsenpost", "pharmacy") == (words.role("out-of-hours", "nl"), words.role("pharmacy", "nl"))

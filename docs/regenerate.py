@@ -1,6 +1,8 @@
 """Regenerate what the docs and tests pin from the pathway declarations: the Mermaid diagrams in
-docs/pathways.md and the golden PlanDefinitions in tests/pathways/golden/. Run `make docs` after changing a
-pathway on purpose, then review the diff."""
+docs/pathways.md (the newest version of each pathway) and the golden PlanDefinitions in tests/pathways/golden/
+(``ID.plandefinition.json`` for the newest version, ``ID-VERSION.plandefinition.json`` for each older one
+still registered). Run `make docs` after changing a pathway on purpose, then review the diff: an older
+version's file should not change, since its running enrolments rely on it."""
 
 from __future__ import annotations
 
@@ -28,8 +30,11 @@ def main() -> None:
             return f"```mermaid\n{chart}```" if marker in match.group(1) else match.group(0)
 
         text = re.sub(r"```mermaid\n(.*?)```", replace, text, flags=re.S)
+    latest = set(registry.latest())
+    for pathway in registry.all():
+        name = pathway.id if pathway in latest else f"{pathway.id}-{pathway.version}"
         plan = json.dumps(to_plandefinition(pathway), indent=2, ensure_ascii=False) + "\n"
-        (GOLDEN / f"{pathway.id}.plandefinition.json").write_text(plan, encoding="utf-8")
+        (GOLDEN / f"{name}.plandefinition.json").write_text(plan, encoding="utf-8")
     DOC.write_text(text, encoding="utf-8")
 
 

@@ -11,6 +11,16 @@
 Step ids are the attribute names; the class docstring is the description. ``after=`` takes the step
 objects themselves, so a typo fails at import time. :func:`defn` validates the whole declaration and
 raises one :class:`InvalidPathwayError` listing every problem.
+
+A new version of a pathway can be a subclass of the old one that declares only what changed: it has the
+old version's steps, in their order, with each step of the same name replaced by its own, and its own new
+steps after them (a step that comes ``after=`` a replaced step must be declared again too)::
+
+    @defn(id="example", version="1.1.0")
+    class ExampleV2(Example):
+        \"\"\"What the pathway is for, now talking sooner.\"\"\"
+
+        talk = Step("Hold the ACP conversation", owner=GP, after=Example.register, due=days(14))
 """
 
 from __future__ import annotations
@@ -127,6 +137,8 @@ class Step:
     code: Coding | None = None
     description: str = ""
     again_when: Condition | None = None
+    #: With ``repeat=``: no further round once a resource meets this (a round not yet started is skipped).
+    until: Condition | None = None
     inform: Role | tuple[Role, ...] = ()
     automatic: bool = False
     letter: str | None = None  # a letter template rendered for the patient and relatives when the step starts
@@ -227,7 +239,7 @@ class Pathway:
 def _conditions(pathway: type[Pathway]) -> list[Guard]:
     conditions: list[Guard] = [c for c in (pathway.enrol_when, pathway.exit_when) if c is not None]
     for step in pathway.steps:
-        conditions += [c for c in (step.done_when, step.only_if, step.again_when)
+        conditions += [c for c in (step.done_when, step.only_if, step.again_when, step.until)
                        if isinstance(c, Criterion | AnyOf | AllOf)]
         if isinstance(step.due, Before) and isinstance(step.due.of, Criterion):
             conditions.append(step.due.of)
@@ -237,6 +249,14 @@ def _conditions(pathway: type[Pathway]) -> list[Guard]:
 
 
 P = TypeVar("P", bound=type[Pathway])
+
+
+def _base_steps(cls: type[Pathway]) -> tuple[Step, ...]:
+    """The steps of the declared pathway ``cls`` derives from (none when it derives from Pathway itself)."""
+    for base in cls.__mro__[1:]:
+        if base is not Pathway and issubclass(base, Pathway) and base.__dict__.get("id"):
+            return base.steps
+    return ()
 
 
 def defn(
@@ -250,13 +270,14 @@ def defn(
 
     def declare(cls: P) -> P:
         names = dict(vars(cls))  # before the pathway's own attributes overwrite any step of the same name
-        steps: list[Step] = []
+        own: dict[str, Step] = {}
         for name, value in names.items():
             if isinstance(value, Step):
                 if not value.id:
                     value.id = name
-                steps.append(value)
-        cls.steps = tuple(steps)
+                own[name] = value
+        inherited = [own.pop(step.id, step) for step in _base_steps(cls)]
+        cls.steps = (*inherited, *own.values())
         cls.id = id
         cls.version = version
         doc = (cls.__doc__ or "").strip()

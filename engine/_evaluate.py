@@ -295,6 +295,14 @@ class _Evaluation:
                 self.state.steps[before.id].completions
             ):
                 return False
+        until = self._holding(step.until)
+        if until:  # no further round: a scheduled one is dropped too
+            check_transition(step.id, run.state, StepState.SKIPPED)
+            run.state = StepState.SKIPPED
+            run.business_status = None
+            run.reason = f"until {until} was met"
+            self.commands.append(CancelTimers(step.id))
+            return True
         if run.start_at is None:
             if step.offset is not None and run.iteration == 0 and step.offset.value:
                 run.start_at = step.offset.after(self.now)
@@ -369,7 +377,7 @@ class _Evaluation:
         run.reason = reason
         self.commands.append(CancelTimers(step.id))
         self._update_task(step, run, status="completed")
-        if run.rerun or step.repeat is not None:
+        if run.rerun or (step.repeat is not None and not self._holding(step.until)):
             check_transition(step.id, run.state, StepState.PENDING)
             run.state = StepState.PENDING
             run.iteration += 1

@@ -14,7 +14,7 @@ class StepState(StrEnum):
     READY = "ready"  # a Task is open at the owner; nobody has started
     IN_PROGRESS = "in-progress"  # the owner has started (or put it on hold)
     COMPLETED = "completed"  # done; a repeating step goes back to pending for its next round
-    SKIPPED = "skipped"  # not applicable: its guard failed with otherwise='skip', or a coordinator said so
+    SKIPPED = "skipped"  # not applicable: guard failed (otherwise='skip'), until= met, or a coordinator said so
     CANCELLED = "cancelled"  # the enrolment ended before the step was done
     FAILED = "failed"  # the owner rejected it or could not do it; a coordinator reassigns or skips it
 

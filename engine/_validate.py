@@ -114,11 +114,13 @@ def _check_step(pathway: type[Pathway], step: Step, roles: set[Role]) -> list[st
             problems.append(f"step {step.id!r}: '{label}' must be a Duration (got {_got(value)})")
     if isinstance(step.repeat, Duration) and step.repeat.value == 0:
         problems.append(f"step {step.id!r} repeats every 0 {step.repeat.unit}")
+    if step.until is not None and step.repeat is None:
+        problems.append(f"step {step.id!r} has until= but no repeat= (until says when repeating stops)")
 
     problems += _check_reminder(step, roles)
     problems += _check_escalation(step, roles)
 
-    for label in ("done_when", "only_if", "again_when"):
+    for label in ("done_when", "only_if", "again_when", "until"):
         value = getattr(step, label)
         allowed: tuple[type, ...] = (Criterion, AnyOf, AllOf) if label == "only_if" else (Criterion, AnyOf)
         if value is not None and not isinstance(value, allowed):
@@ -250,7 +252,7 @@ def _check_criteria(pathway: type[Pathway]) -> list[str]:
     by_name: dict[str, Criterion] = {}
     conditions: list[object] = [pathway.enrol_when, pathway.exit_when]
     for step in pathway.steps:
-        conditions += [step.done_when, step.only_if, step.again_when]
+        conditions += [step.done_when, step.only_if, step.again_when, step.until]
         if isinstance(step.due, Before):
             conditions.append(step.due.of)
         if isinstance(step.handover, Handover):

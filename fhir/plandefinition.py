@@ -3,16 +3,18 @@
 | DSL | PlanDefinition |
 |---|---|
 | id, version, url, title, docstring | ``id``, ``version``, ``url``, ``title``, ``description``, ``type`` |
+| class name without a version mark (``V1``) | ``name``: the same for every version |
 | ``enrol_when`` / ``exit_when`` | root action ``condition`` ``applicability`` / ``stop`` (FHIRPath) |
 | a step | a nested ``action`` (``id`` = step id), ``participant.role`` = the care role, ``code`` |
 | ``after=`` + ``offset=`` | ``relatedAction`` (``after-end``, ``offsetDuration``) |
 | ``due=`` | ``timingDuration`` |
 | ``only_if=`` / ``done_when=`` | ``condition`` ``applicability`` / ``stop`` |
-| repeat, reminders, escalation, handover, again_when, inform, letters, due=before | Zorgpad extensions |
+| repeat, until, reminders, escalation, handover, again_when, inform, letters, due=before | Zorgpad extensions |
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from zorgpad.engine import ROLE_SYSTEM, Before, Coding, Criterion, Duration, Pathway, Step
@@ -124,6 +126,9 @@ def to_action(step: Step) -> JSON:
             {"url": "date", "valueString": step.due.of.date or ""}]})
     if step.repeat is not None:
         extensions.append({"url": f"{EXT}/repeat", "valueDuration": to_duration(step.repeat)})
+    if step.until is not None:
+        extensions.append({"url": f"{EXT}/repeat-until", "valueExpression": {
+            "language": "text/fhirpath", "expression": _expression(step.until), "description": str(step.until)}})
     if step.remind is not None:
         reminder: list[JSON] = [{"url": "every", "valueDuration": to_duration(step.remind.every)},
                                 {"url": "times", "valueInteger": step.remind.times}]
@@ -157,6 +162,12 @@ def to_action(step: Step) -> JSON:
     return action
 
 
+def plan_name(pathway: type[Pathway]) -> str:
+    """The PlanDefinition's ``name``: the class name without a trailing version mark (``AdvanceCarePlanningV1``
+    and ``AdvanceCarePlanning`` are both ``AdvanceCarePlanning``), so that every version has the same one."""
+    return re.sub(r"V\d+(?:_\d+)*$", "", pathway.__name__) or pathway.__name__
+
+
 def to_plandefinition(pathway: type[Pathway]) -> JSON:
     """The PlanDefinition of one pathway version."""
     root: JSON = {"id": "pathway", "title": pathway.title}
@@ -175,7 +186,7 @@ def to_plandefinition(pathway: type[Pathway]) -> JSON:
                  "profile": ["http://hl7.org/fhir/uv/cpg/StructureDefinition/cpg-pathwaydefinition"]},
         "url": pathway.url,
         "version": pathway.version,
-        "name": pathway.__name__,
+        "name": plan_name(pathway),
         "title": pathway.title,
         "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/plan-definition-type",
                              "code": "clinical-protocol"}]},

@@ -44,7 +44,7 @@ def _share(receiver: Role, title: str, after: Step) -> Step:
 
 
 @defn(id="palliative-acp", version="1.0.0", title="Proactieve zorgplanning (advance care planning)")
-class AdvanceCarePlanning(Pathway):
+class AdvanceCarePlanningV1(Pathway):
     """Identify, hold and record the PZP conversation, share the agreements with everyone who may be called
     in a crisis, and keep them current until the patient dies or withdraws."""
 
@@ -84,3 +84,22 @@ class AdvanceCarePlanning(Pathway):
     patz = Step("Bespreken in het PaTz-overleg", owner=GP, after=mark, due=days(14),
                 repeat=months(settings.PATZ_MONTHS),
                 description="List the patient for the multidisciplinary PaTz meeting (six times a year).")
+
+
+# 1.1.0: a patient who is still not ready when the conversation is offered again is offered it again
+# REOFFER_MONTHS later, and so on until it is held (1.0.0 left the second offer open, and escalated it).
+# 1.0.0 stays registered for the enrolments that started on it (see README, "Versions").
+@defn(id="palliative-acp", version="1.1.0", title="Proactieve zorgplanning (advance care planning)")
+class AdvanceCarePlanning(AdvanceCarePlanningV1):
+    """Identify, hold and record the PZP conversation, share the agreements with everyone who may be called
+    in a crisis, and keep them current until the patient dies or withdraws."""
+
+    offer_again = Step(
+        "PZP-gesprek opnieuw aanbieden", owner=GP, after=AdvanceCarePlanningV1.conversation, only_if=c.ACP_NOT_READY,
+        otherwise="skip", offset=months(settings.REOFFER_MONTHS), due=days(settings.CONVERSATION_DAYS),
+        repeat=months(settings.REOFFER_MONTHS), until=c.ACP_RECORDED, code=ADVANCE_CARE_PLANNING,
+        done_when=c.ACP_RECORDED | c.ACP_NOT_READY, remind=Reminder(every=weeks(1), times=2),
+        escalate=Escalation(after=weeks(3), to=COORDINATOR),
+        description="The patient was not ready: offer the conversation again later, and again after each "
+                    "'not ready yet', until it is held.",
+    )

@@ -14,7 +14,7 @@ def _node(step: Step) -> str:
     if step.due:
         lines.append(f"due: {step.due}")
     if step.repeat:
-        lines.append(f"repeats every {step.repeat}")
+        lines.append(f"repeats every {step.repeat}" + (f" until {step.until}" if step.until is not None else ""))
     if step.only_if is not None:
         lines.append(f"only if: {step.only_if}")
     if step.done_when is not None:

@@ -20,6 +20,7 @@ from zorgpad.engine import (
     Escalation,
     Event,
     IllegalTransitionError,
+    InvalidPathwayError,
     NotEnrolledError,
     NoticeKind,
     Outcome,
@@ -526,6 +527,94 @@ class TestRepeat:
 
         assert StepState.PENDING is story.run("review").state
         assert EnrolmentStatus.ACTIVE is story.state.status
+
+
+NOT_READY = Criterion("not-ready", "Procedure", code=Coding(SCT, "713603004"), status="not-done")
+NOT_READY_AGAIN = ResourceChanged({**ACP_PROCEDURE, "id": "acp-2", "status": "not-done"}, frozenset({"not-ready"}))
+HELD = Criterion("acp-recorded", "Procedure", code=Coding(SCT, "713603004"), status="completed")
+
+
+@defn(id="offering", version="1.0.0")
+class Offering(Pathway):
+    """A conversation offered every 3 months until it is held."""
+
+    offer = Step("Offer the conversation", owner=GP, due=days(14), repeat=months(3), until=HELD,
+                 done_when=HELD | NOT_READY)
+
+
+class TestUntil:
+    """A repeating step with until= stops repeating once a resource meets it."""
+
+    def test_a_round_completed_while_until_does_not_hold_is_repeated(self) -> None:
+        """'Not ready' completes the round and plans the next one 3 months later."""
+        story = Story(Offering)
+        done = T0 + timedelta(days=3)
+
+        story.at(done, NOT_READY_AGAIN)
+
+        run = story.run("offer")
+        assert (StepState.PENDING, 1, months(3).after(done)) == (run.state, run.iteration, run.start_at)
+
+    def test_a_round_completed_by_the_until_criterion_is_the_last(self) -> None:
+        """The conversation held completes the round; no next round is planned and the enrolment is done."""
+        story = Story(Offering)
+
+        outcome = story.at(T0 + timedelta(days=3), ACP_RECORDED)
+
+        assert (StepState.COMPLETED, EnrolmentStatus.COMPLETED, []) == (
+            story.run("offer").state, story.state.status,
+            [c for c in commands_of(outcome, ScheduleTimer) if c.kind is TimerKind.START])
+
+    def test_a_planned_round_is_skipped_as_soon_as_until_holds(self) -> None:
+        """Held between rounds: the planned round is skipped at once and its start timer cancelled."""
+        story = Story(Offering)
+        story.at(T0 + timedelta(days=3), NOT_READY_AGAIN)
+
+        outcome = story.at(T0 + timedelta(days=30), ACP_RECORDED)
+
+        assert (StepState.SKIPPED, "until acp-recorded was met", True, []) == (
+            story.run("offer").state, story.run("offer").reason, CancelTimers("offer") in outcome.commands,
+            commands_of(outcome, OpenTask))
+
+    def test_until_without_repeat_is_refused(self) -> None:
+        """until= says when repeating stops, so a step that does not repeat cannot have it."""
+        with pytest.raises(InvalidPathwayError) as refused:
+            @defn(id="no-repeat", version="1.0.0")
+            class NoRepeat(Pathway):
+                """until without repeat."""
+
+                offer = Step("Offer", owner=GP, until=HELD)
+
+        assert "step 'offer' has until= but no repeat= (until says when repeating stops)" in str(refused.value)
+
+
+class TestInheritedVersion:
+    """A new version declared as a subclass keeps the old steps, replaces overridden ones, adds new ones."""
+
+    def test_the_subclass_has_the_old_steps_in_order_with_overrides_and_additions(self) -> None:
+        """Replaced steps keep their place, new steps come last, and the old version is unchanged."""
+        @defn(id="two-steps", version="2.0.0")
+        class TwoStepsV2(TwoSteps):
+            """Two plain steps in a row, the second sooner, and a third."""
+
+            second = Step("Second, within a week", owner=GP, after=TwoSteps.first, due=days(7))
+            third = Step("Third", owner=GP, after=second)
+
+        assert ([("first", "First"), ("second", "Second, within a week"), ("third", "Third")],
+                [("first", "First"), ("second", "Second")], True) == (
+            [(s.id, s.title) for s in TwoStepsV2.steps], [(s.id, s.title) for s in TwoSteps.steps],
+            TwoStepsV2.step("first") is TwoSteps.step("first"))
+
+    def test_a_step_after_a_replaced_step_must_be_declared_again(self) -> None:
+        """Replacing 'first' leaves the inherited 'second' pointing at the old one: refused, naming it."""
+        with pytest.raises(InvalidPathwayError) as refused:
+            @defn(id="two-steps", version="3.0.0")
+            class Broken(TwoSteps):
+                """First replaced, second not."""
+
+                first = Step("First, again", owner=GP)
+
+        assert "step 'second' has after='first', which is not a step of Broken" in str(refused.value)
 
 
 class TestReminders:

@@ -7,11 +7,11 @@ the palliative pathways react to, shaped like the IKNL PZP profiles (DOMAIN.md Â
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from zorgpad.engine import ROLE_SYSTEM, Coding, Engine
+from zorgpad.engine import ROLE_SYSTEM, Coding, Engine, Pathway
 from zorgpad.engine.testing import PathwayHarness
 from zorgpad.pathways import REGISTRY
 from zorgpad.pathways import terminology as t
@@ -110,10 +110,10 @@ def region(*, patient_id: str = PATIENT_ID, with_relative: bool = True) -> Itera
         yield related_person(patient_id=patient_id)
 
 
-def harness_with_region(*, start: datetime = START, patient_id: str = PATIENT_ID,
-                        with_relative: bool = True) -> PathwayHarness:
-    """A harness with every palliative pathway registered and the region added, at ``start``."""
-    harness = PathwayHarness(REGISTRY, start=start)
+def harness_with_region(*, start: datetime = START, patient_id: str = PATIENT_ID, with_relative: bool = True,
+                        pathways: Sequence[type[Pathway]] = REGISTRY) -> PathwayHarness:
+    """A harness with every palliative pathway (or ``pathways``) registered and the region added, at ``start``."""
+    harness = PathwayHarness(pathways, start=start)
     for resource in region(patient_id=patient_id, with_relative=with_relative):
         harness.add(resource)
     return harness

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from zorgpad.engine import EnrolmentStatus, StepState, days, months, weeks
 from zorgpad.engine.testing import PathwayHarness
-from zorgpad.pathways import settings
+from zorgpad.pathways import REGISTRY, settings
 from zorgpad.pathways import terminology as t
+from zorgpad.pathways.acp import AdvanceCarePlanning
 
 from tests.pathways.region import (
     AMBULANCE_ORG,
@@ -34,6 +35,7 @@ from tests.pathways.region import (
     cpr_directive,
     deceased,
     due,
+    harness_with_region,
     icu_directive,
     inputs,
     instant,
@@ -313,6 +315,51 @@ class TestNotReadyYet:
         held.advance(months(settings.REOFFER_MONTHS) + weeks(1))
 
         assert (StepState.SKIPPED, []) == (held.step("offer_again").state, held.tasks("offer_again"))
+
+    def test_not_ready_again_closes_the_second_offer_and_plans_a_third(self, not_ready: PathwayHarness) -> None:
+        """Still not ready at the second offer: that Task completes, and REOFFER_MONTHS later a third one opens."""
+        second = months(settings.REOFFER_MONTHS).after(HELD)
+        not_ready.advance_to(second + timedelta(weeks=1))
+        not_ready.add(acp_procedure(done=False, resource_id="acp-2"))
+        third = months(settings.REOFFER_MONTHS).after(second + timedelta(weeks=1))
+        not_ready.advance_to(third - timedelta(minutes=1))
+        between = [task["status"] for task in not_ready.tasks("offer_again")]
+
+        not_ready.advance_to(third)
+
+        tasks = not_ready.tasks("offer_again")
+        assert (["completed"], ["completed", "requested"], instant(third)) == (
+            between, [task["status"] for task in tasks], tasks[-1]["authoredOn"])
+
+    def test_a_conversation_held_before_the_next_offer_drops_it(self, not_ready: PathwayHarness) -> None:
+        """Not ready twice, then the conversation is held after all: no third offer is made."""
+        not_ready.advance(months(settings.REOFFER_MONTHS) + weeks(1))
+        not_ready.add(acp_procedure(done=False, resource_id="acp-2"))
+        not_ready.advance(weeks(2))
+        not_ready.add(acp_procedure(resource_id="acp-3"))
+        not_ready.advance(months(2 * settings.REOFFER_MONTHS))
+
+        assert (StepState.SKIPPED, ["completed"]) == (
+            not_ready.step("offer_again").state, [task["status"] for task in not_ready.tasks("offer_again")])
+
+    def test_an_enrolment_on_version_1_0_0_keeps_its_second_offer_open(self) -> None:
+        """Enrolments that started on 1.0.0 keep its rules: not ready again leaves the second offer open."""
+        harness = harness_with_region(pathways=[p for p in REGISTRY if p is not AdvanceCarePlanning])
+        try:
+            harness.add(surprise_question(False))
+            for at, step in ((MARKED, "mark"), (INVITED, "invite")):
+                harness.advance_to(at)
+                complete(harness, ACP, step)
+            harness.advance_to(HELD)
+            harness.add(acp_procedure(done=False))
+            harness.advance(months(settings.REOFFER_MONTHS) + weeks(1))
+            harness.add(acp_procedure(done=False, resource_id="acp-2"))
+
+            assert ("1.0.0", StepState.READY, ["requested"]) == (
+                harness.enrolment().version, harness.step("offer_again").state,
+                [task["status"] for task in harness.tasks("offer_again")])
+        finally:
+            harness.close()
 
     def test_nothing_is_shared_while_the_patient_is_not_ready(self, not_ready: PathwayHarness) -> None:
         """Even with sharing consent, a not-done conversation has no agreements to share: no handover Task."""

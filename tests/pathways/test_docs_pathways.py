@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from zorgpad.engine import STANDARD_ROLES, Coding, Pathway
 from zorgpad.engine.demo import DEMO_PATIENTS
-from zorgpad.engine.registry import ENTRY_POINT_GROUP
+from zorgpad.engine.registry import ENTRY_POINT_GROUP, Registry
 from zorgpad.engine.render.graph import to_mermaid
 from zorgpad.pathways import REGISTRY
 from zorgpad.pathways import terminology as t
@@ -149,9 +149,9 @@ class TestDiagrams:
 
         assert {**{p.id: 1 for p in REGISTRY}, "home-care-intake": 1} == counts
 
-    @pytest.mark.parametrize("pathway", [pytest.param(p, id=p.id) for p in REGISTRY])
+    @pytest.mark.parametrize("pathway", [pytest.param(p, id=p.id) for p in Registry(REGISTRY).latest()])
     def test_the_diagram_is_the_current_graph(self, pathway: type[Pathway]) -> None:
-        """The pasted block equals `to_mermaid(pathway)`, character for character."""
+        """The pasted block equals `to_mermaid(pathway)` of the newest version, character for character."""
         [pasted] = diagrams()[pathway.id]
 
         assert to_mermaid(pathway) == pasted, regenerate_hint(pathway.id)

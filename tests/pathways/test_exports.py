@@ -29,7 +29,10 @@ ZORGPAD = REPO / ".venv" / "bin" / "zorgpad"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UCUM = "http://unitsofmeasure.org"
 
-PATHWAYS = [pytest.param(p, id=p.id) for p in REGISTRY]
+PATHWAYS = [pytest.param(p, id=f"{p.id}-{p.version}") for p in REGISTRY]
+#: The newest version of each shipped pathway; older versions still registered are pinned too, by version.
+LATEST = {p.id: max((q for q in REGISTRY if q.id == p.id), key=lambda q: tuple(map(int, q.version.split("."))))
+          for p in REGISTRY}
 
 
 def action_id(step: Step) -> str:
@@ -37,22 +40,26 @@ def action_id(step: Step) -> str:
     return step.id.replace("_", "-")
 
 
-def golden_path(pathway_id: str) -> Path:
-    """Where the golden PlanDefinition of a pathway lives."""
-    return GOLDEN / f"{pathway_id}.plandefinition.json"
+def golden_name(pathway: type[Pathway]) -> str:
+    """``palliative-acp`` for the newest version, ``palliative-acp-1.0.0`` for an older one still registered."""
+    return pathway.id if LATEST[pathway.id] is pathway else f"{pathway.id}-{pathway.version}"
 
 
-def regenerate_hint(pathway_id: str) -> str:
+def golden_path(name: str) -> Path:
+    """Where a golden PlanDefinition lives."""
+    return GOLDEN / f"{name}.plandefinition.json"
+
+
+def regenerate_hint(name: str) -> str:
     """What to run when a pathway changed on purpose."""
-    return (f"PlanDefinition of {pathway_id} differs from its golden file; if the change is intended, run\n"
-            f"    .venv/bin/zorgpad pathways export {pathway_id} > tests/pathways/golden/{pathway_id}"
-            ".plandefinition.json\nand review the diff")
+    return (f"PlanDefinition {name} differs from its golden file; if the change is intended, run `make docs`\n"
+            "and review the diff (an older version's file should not change: its enrolments rely on it)")
 
 
-def golden(pathway_id: str) -> JSON:
+def golden(name: str) -> JSON:
     """The pinned PlanDefinition."""
-    path = golden_path(pathway_id)
-    assert path.is_file(), f"no golden file {path.relative_to(REPO)}\n{regenerate_hint(pathway_id)}"
+    path = golden_path(name)
+    assert path.is_file(), f"no golden file {path.relative_to(REPO)}\n{regenerate_hint(name)}"
     content: JSON = json.loads(path.read_text(encoding="utf-8"))
     return content
 
@@ -76,12 +83,12 @@ class TestGoldenFiles:
         """to_plandefinition(pathway) is the pinned JSON."""
         actual = to_plandefinition(pathway)
 
-        assert golden(pathway.id) == actual, regenerate_hint(pathway.id)
+        assert golden(golden_name(pathway)) == actual, regenerate_hint(golden_name(pathway))
 
     def test_every_golden_file_belongs_to_a_shipped_pathway(self) -> None:
         """No golden file is left behind for a pathway that is no longer shipped."""
         stale = sorted(p.name for p in GOLDEN.glob("*.plandefinition.json")
-                       if p.name.removesuffix(".plandefinition.json") not in {q.id for q in REGISTRY})
+                       if p.name.removesuffix(".plandefinition.json") not in {golden_name(q) for q in REGISTRY})
 
         assert [] == stale
 

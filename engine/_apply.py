@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from zorgpad.engine._model import (
     Outcome,
     RunAction,
     ScheduleTimer,
+    TaskStatusChanged,
     UpdateTask,
 )
 from zorgpad.engine._projection import (
@@ -46,9 +47,12 @@ from zorgpad.engine.store import batched
 from zorgpad.engine.store.audit import Actor, audit
 from zorgpad.engine.store.enrolments import save_state
 from zorgpad.engine.store.resources import expect_writes, get_resource, put_resource, resources_of_patient
-from zorgpad.engine.store.tables import Enrolment, OutboxItem, Timer
+from zorgpad.engine.store.tables import Enrolment, OutboxItem, StoredResource, Timer
 
 NOTIFY_CHANNEL = "notify"
+#: A handover Task changed: its receiver is told (eOverdracht sends a notification on every Task change), by
+#: the FHIR layer's transport for this channel, over the receiver's endpoints. No Communication goes with it.
+TASK_CHANGED_CHANNEL = "task-changed"
 _TIMER = Timer.__table__  # type: ignore[attr-defined]
 _CANCEL_ALL = delete(_TIMER).where(_TIMER.c.enrolment_id == bindparam("enrolment"))
 _CANCEL_STEPS = _CANCEL_ALL.where(_TIMER.c.step_id.in_(bindparam("steps", expanding=True)))
@@ -56,9 +60,13 @@ ACTION_CHANNEL = "action"
 
 
 def apply_outcome(session: Session, pathway: type[Pathway], before: EnrolmentState | None, event: Event,
-                  outcome: Outcome, now: datetime, actor: Actor, row: Enrolment | None = None) -> Enrolment:
-    """Write ``outcome`` (the result of evaluating ``event`` on ``before``) in ``session``."""
-    applier = _Applier(session, pathway, outcome.state, now)
+                  outcome: Outcome, now: datetime, actor: Actor, row: Enrolment | None = None, *,
+                  former: type[Pathway] | None = None) -> Enrolment:
+    """Write ``outcome`` (the result of evaluating ``event`` on ``before``) in ``session``; ``former`` is the
+    version an enrolment is migrated from, whose removed steps' Tasks the outcome may still update."""
+    # The owner's own status update is no news to the owner: only other changes are told to a receiver.
+    by_owner = event.step_id if isinstance(event, TaskStatusChanged) else None
+    applier = _Applier(session, pathway, outcome.state, now, changed_by_owner=by_owner, former=former)
     expect_writes(session, resources_written(pathway, outcome))
     for command in outcome.commands:
         applier.apply(command)
@@ -95,11 +103,15 @@ def resources_written(pathway: type[Pathway], outcome: Outcome) -> Iterator[tupl
 
 
 class _Applier:
-    def __init__(self, session: Session, pathway: type[Pathway], state: EnrolmentState, now: datetime) -> None:
+    def __init__(self, session: Session, pathway: type[Pathway], state: EnrolmentState, now: datetime, *,
+                 changed_by_owner: str | None = None, former: type[Pathway] | None = None) -> None:
         self.session = session
         self.pathway = pathway
         self.state = state
         self.now = now
+        self.changed_by_owner = changed_by_owner
+        #: Every step an update may name: the former version's (a migration), then this version's.
+        self.steps = {s.id: s for p in (former, pathway) if p is not None for s in p.steps}
         self.new_tasks: list[str] = []
         self.ended = False
         #: The outcome's timer commands, netted (see :meth:`write_timers`).
@@ -206,6 +218,7 @@ class _Applier:
         if stored is None:
             return
         task: dict[str, Any] = dict(stored.content)
+        owner_before = (task.get("owner") or {}).get("reference")
         task.pop("meta", None)
         task["status"] = command.status
         task["lastModified"] = instant(self.now)
@@ -227,7 +240,16 @@ class _Applier:
             task["executionPeriod"] = period
         elif command.status == "in-progress":
             task["executionPeriod"] = {"start": instant(self.now)}
-        put_resource(self.session, task, self.now, method="PUT")
+        written = put_resource(self.session, task, self.now, method="PUT")
+        if self.steps[command.step_id].handover is not None and command.step_id != self.changed_by_owner:
+            self._tell_receivers(command.step_id, written, [(task.get("owner") or {}).get("reference"), owner_before])
+
+    def _tell_receivers(self, step_id: str, task: StoredResource, owners: Sequence[str | None]) -> None:
+        """Queue a Task-changed notification for the handover Task's owner (and its owner before a reassign)."""
+        for owner in dict.fromkeys(o for o in owners if o and o.startswith("Organization/")):
+            self._outbox(TASK_CHANGED_CHANNEL, owner, f"task-changed/{task.id}/{task.version_id}/{owner}", step_id, {
+                "task": f"Task/{task.id}", "patient": self.state.patient, "version": task.version_id,
+                "status": task.content.get("status")})
 
     def _notify(self, command: Notify) -> None:
         step = self.pathway.step(command.step_id)

@@ -220,6 +220,11 @@ def _defer(session: Session, target: str, until: datetime) -> None:
                     .values(next_attempt_at=until))
 
 
+def no_partners(item: OutboxItem, now: datetime) -> None:
+    """The engine on its own knows no partner endpoints: a Task-changed notification has nowhere to go. The
+    FHIR layer installs the transport that sends it to the receiver's endpoints."""
+
+
 def local_notify(db: Database) -> Transport:
     """Deliver a notice into the recipient's Zorgpad inbox: its Communication becomes ``completed``.
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlmodel import Session, select
-from zorgpad.engine._apply import ACTION_CHANNEL, NOTIFY_CHANNEL, apply_outcome
+from zorgpad.engine._apply import ACTION_CHANNEL, NOTIFY_CHANNEL, TASK_CHANGED_CHANNEL, apply_outcome
 from zorgpad.engine._dsl import Pathway
 from zorgpad.engine._evaluate import evaluate, new_enrolment
 from zorgpad.engine._index import Matches
@@ -30,7 +30,7 @@ from zorgpad.engine._projection import STEP_RUN_SYSTEM
 from zorgpad.engine._states import EnrolmentStatus
 from zorgpad.engine.clock import Clock, SystemClock, utc
 from zorgpad.engine.errors import NotEnrolledError
-from zorgpad.engine.outbox import DeliveryReport, Outbox, Transport, local_notify, run_actions
+from zorgpad.engine.outbox import DeliveryReport, Outbox, Transport, local_notify, no_partners, run_actions
 from zorgpad.engine.registry import Registry
 from zorgpad.engine.store.audit import SYSTEM, Actor, audit
 from zorgpad.engine.store.db import Database
@@ -102,7 +102,8 @@ class Engine:
         self.db = db
         self.registry = registry if registry is not None else Registry.default()
         self.clock = clock or SystemClock()
-        channels: dict[str, Transport] = {NOTIFY_CHANNEL: local_notify(db), ACTION_CHANNEL: run_actions(self.registry)}
+        channels: dict[str, Transport] = {NOTIFY_CHANNEL: local_notify(db), ACTION_CHANNEL: run_actions(self.registry),
+                                          TASK_CHANGED_CHANNEL: no_partners}
         channels.update(transports or {})
         self.outbox = Outbox(db, channels)
 

@@ -136,6 +136,6 @@ def _migrate_one(session: Session, row: Enrolment, state: EnrolmentState, old: t
     event = Enrol(facts, dates, state.episode)
     outcome = evaluate(new, moved, event, now)
     outcome = Outcome(outcome.state, (*extra, *outcome.commands))
-    apply_outcome(session, new, state, event, outcome, now, actor, row)
+    apply_outcome(session, new, state, event, outcome, now, actor, row, former=old)
     audit(session, actor, now, action="U", what="migrate", entity=f"CarePlan/{state.id}", patient=state.patient,
           detail=f"{old.canonical()} -> {new.canonical()}")

@@ -20,6 +20,12 @@ Zorgpad's code system)                             eOverdracht, Nuts eOverdracht
                                                    has neither of the two above
 =================================================  ==================================================
 
+The receiver is also told of every later change of its Task that it did not make itself (outbox channel
+``task-changed``; eOverdracht sends a notification on every Task change): it becomes overdue or escalated,
+is cancelled or marked not applicable, gets a new due date, or is reassigned (then the organisation that
+owned it is told as well). The same endpoints get the same requests; a message's event is
+:data:`TASK_CHANGED_EVENT` and it carries the Task and the Patient.
+
 Every request carries ``Idempotency-Key: <the outbox item's key>`` and the ``Endpoint.header`` lines
 (e.g. the receiver's ``Authorization``). A message Bundle's ``id`` and its ``MessageHeader.id`` are
 derived from that key, so a resend is the same message and a receiver following FHIR's reliable
@@ -42,6 +48,7 @@ from typing import Any
 
 import httpx
 from sqlmodel import Session, col, select
+from zorgpad.engine._apply import TASK_CHANGED_CHANNEL
 from zorgpad.engine._projection import instant
 from zorgpad.engine.outbox import DeliveryError, Transport
 from zorgpad.engine.store.db import Database
@@ -60,6 +67,8 @@ FHIR_MESSAGING = {"system": HL7_CONNECTION_TYPE_SYSTEM, "code": "hl7-fhir-msg"}
 #: Zorgpad's code system for MessageHeader.eventCoding, and the event of a handover notice.
 MESSAGE_EVENT_SYSTEM = "https://zorgpad.nl/fhir/CodeSystem/message-event"
 HANDOVER_EVENT = {"system": MESSAGE_EVENT_SYSTEM, "code": "handover-notice", "display": "Handover notice"}
+#: The event of a message telling a receiver that its handover Task changed.
+TASK_CHANGED_EVENT = {"system": MESSAGE_EVENT_SYSTEM, "code": "task-changed", "display": "Handover Task changed"}
 FHIR_JSON = "application/fhir+json"
 #: Headers Zorgpad sets itself; an ``Endpoint.header`` line naming one of them is ignored.
 _OWN_HEADERS = frozenset({"idempotency-key", "content-type", "content-length", "host", "accept"})
@@ -119,10 +128,13 @@ def message_ids(idempotency_key: str) -> tuple[str, str]:
 
 def handover_message(session: Session, item: OutboxItem, destination: str, base_url: str | None,
                      now: datetime) -> dict[str, Any]:
-    """The FHIR message Bundle of the handover notice ``item`` for the endpoint at ``destination``."""
+    """The FHIR message Bundle of the handover notice or Task change ``item`` for the endpoint at
+    ``destination``."""
     payload = item.payload
     entries: list[dict[str, Any]] = []
-    for reference in (str(payload.get(key) or "") for key in ("task", "communication", "patient")):
+    changed = item.channel == TASK_CHANGED_CHANNEL
+    keys = ("task", "patient") if changed else ("task", "communication", "patient")
+    for reference in (str(payload.get(key) or "") for key in keys):
         rtype, _, rid = reference.partition("/")
         stored = get_resource(session, rtype, rid) if rtype and rid else None
         if stored is None or stored.deleted:
@@ -132,7 +144,8 @@ def handover_message(session: Session, item: OutboxItem, destination: str, base_
         entries.append({"fullUrl": full_url, "resource": stored.content})
     bundle_id, header_id = message_ids(item.idempotency_key)
     header = {
-        "resourceType": "MessageHeader", "id": header_id, "eventCoding": HANDOVER_EVENT,
+        "resourceType": "MessageHeader", "id": header_id,
+        "eventCoding": TASK_CHANGED_EVENT if changed else HANDOVER_EVENT,
         "destination": [{"endpoint": destination, "receiver": {"reference": str(item.target)}}],
         "source": {"name": "Zorgpad", "software": "Zorgpad", "endpoint": base_url or "urn:zorgpad"},
         "focus": [{"reference": str(payload["task"])}],
@@ -173,7 +186,8 @@ def _diagnostics(answer: Mapping[str, Any]) -> str:
 
 
 class HandoverNotices:
-    """The ``notify`` channel: the Zorgpad inbox (``local``), then a handover notice's partner endpoints.
+    """The ``notify`` channel: the Zorgpad inbox (``local``), then a handover notice's partner endpoints;
+    and the ``task-changed`` channel: the partner endpoints alone.
 
     The inbox comes first, so that the notice shows in Zorgpad even while the receiver's endpoint is
     down; a retry finds the Communication already completed and only sends again.
@@ -187,11 +201,12 @@ class HandoverNotices:
         self.base_url = base_url.rstrip("/") if base_url else None
 
     def __call__(self, item: OutboxItem, now: datetime) -> None:
-        """Deliver one notice."""
-        if self.local is not None:
+        """Deliver one notice or Task change."""
+        changed = item.channel == TASK_CHANGED_CHANNEL
+        if self.local is not None and not changed:
             self.local(item, now)
         payload = item.payload
-        if not payload.get("handover") or not (item.target or "").startswith("Organization/"):
+        if not (changed or payload.get("handover")) or not (item.target or "").startswith("Organization/"):
             return
         task_type, _, task_id = str(payload.get("task", "")).partition("/")
         if task_type != "Task" or not task_id:

@@ -49,7 +49,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from sqlalchemy import exists, func
 from sqlmodel import Session, col, select
-from zorgpad.engine._apply import NOTIFY_CHANNEL
+from zorgpad.engine._apply import NOTIFY_CHANNEL, TASK_CHANGED_CHANNEL
 from zorgpad.engine._projection import instant
 from zorgpad.engine.outbox import DeliveryError
 from zorgpad.engine.runtime import Engine
@@ -446,8 +446,8 @@ class RestHook:
 # -- wiring -----------------------------------------------------------------------------------------
 
 def install(engine: Engine, *, sender: HTTPSender | None = None, base_url: str | None = None) -> None:
-    """Wire Subscriptions and handover notices into ``engine``: the resource listener and the ``rest-hook``
-    and ``notify`` channels. Installing twice changes nothing more."""
+    """Wire Subscriptions and handover notices into ``engine``: the resource listener and the ``rest-hook``,
+    ``notify`` and ``task-changed`` channels. Installing twice changes nothing more."""
     if queue_notifications not in engine.db.resource_listeners:
         engine.db.resource_listeners.append(queue_notifications)
     sender = sender or HTTPSender()
@@ -457,4 +457,4 @@ def install(engine: Engine, *, sender: HTTPSender | None = None, base_url: str |
     local = transports.get(NOTIFY_CHANNEL)
     if isinstance(local, HandoverNotices):
         local = local.local
-    transports[NOTIFY_CHANNEL] = HandoverNotices(engine.db, sender, local, base)
+    transports[NOTIFY_CHANNEL] = transports[TASK_CHANGED_CHANNEL] = HandoverNotices(engine.db, sender, local, base)

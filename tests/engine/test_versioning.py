@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from example_pathway import SCT, ExampleAcp, ExampleAcpV2
 from sqlmodel import func, select
+from zorgpad.engine import ROLE_SYSTEM
 from zorgpad.engine._projection import NOTICE_SYSTEM, instant, task_id
 from zorgpad.engine._states import EnrolmentStatus, StepState
 from zorgpad.engine.clock import FrozenClock
@@ -230,6 +231,30 @@ class TestMigrateEnrolments:
         assert (StepState.READY, MIGRATED + timedelta(days=28)) == (state.steps["acp_talk"].state,
                                                                     state.steps["acp_talk"].due_at)
         assert {("acp_talk", "due", 0, MIGRATED + timedelta(days=28))} == _timers(db, enrolment)
+
+    def test_a_dropped_open_handover_is_told_to_its_receiver(self, db: Database) -> None:
+        """Dropping the open share step cancels its Task, and the out-of-hours post that owns it is told."""
+        engine = _engine(db)
+        engine.ingest({"resourceType": "CareTeam", "id": "team", "status": "active",
+                       "subject": {"reference": "Patient/p1"},
+                       "participant": [{"role": [{"coding": [{"system": ROLE_SYSTEM, "code": "out-of-hours"}]}],
+                                        "member": {"reference": "Organization/ooh"}}]}, now=START)
+        enrolment = _open_conversation(engine)
+        engine.ingest({"resourceType": "Procedure", "id": "acp", "status": "completed",
+                       "subject": {"reference": "Patient/p1"},
+                       "code": {"coding": [{"system": SCT, "code": "713603004"}]}}, now=REGISTERED)
+        engine.ingest({"resourceType": "Consent", "id": "share", "status": "active",
+                       "patient": {"reference": "Patient/p1"},
+                       "category": [{"coding": [{"system": SCT, "code": "425691002"}]}]}, now=REGISTERED)
+        shared = _resource(db, "Task", task_id(enrolment, "share", 0))
+
+        migrate_enrolments(db, engine.registry, "example-acp", "1.0.0", "1.1.0", step_map=RENAME, now=MIGRATED)
+
+        cancelled = _resource(db, "Task", task_id(enrolment, "share", 0))
+        told = db.run(lambda s: [(i.target, i.payload["task"], i.payload["status"]) for i in s.exec(
+            select(OutboxItem).where(OutboxItem.channel == "task-changed"))])
+        assert ("Organization/ooh", "cancelled") == (shared["owner"]["reference"], cancelled["status"])
+        assert [("Organization/ooh", f"Task/{cancelled['id']}", "cancelled")] == told
 
     def test_a_step_renamed_to_the_id_of_a_dropped_step_keeps_its_timers(self, db: Database) -> None:
         """Renaming conversation to review while dropping the old review keeps the deadline: it still fires."""

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from zorgpad.engine import ROLE_SYSTEM, Registry, StepState
+from zorgpad.engine import ROLE_SYSTEM, Engine, Registry, StepState
 from zorgpad.engine.app import build_engine
 from zorgpad.engine.registry import load_file
 from zorgpad.engine.store.audit import Actor
@@ -260,3 +261,89 @@ class TestNotificationAddresses:
 
         assert [] == self.addresses(db, "Organization/ooh")
 
+
+
+@contextmanager
+def engine_on(fhir_server: Any) -> Iterator[Engine]:
+    """The engine over the server's database, with the example pathway (for a coordinator's actions)."""
+    db = Database(fhir_server.db_url)
+    try:
+        yield build_engine(db, example_registry())
+    finally:
+        db.dispose()
+
+
+def pull_endpoint(client: httpx.Client, org: str, address: str) -> None:
+    """Register ``org``'s notified-pull Endpoint at ``address``."""
+    created = client.post("/Endpoint", json={
+        "resourceType": "Endpoint", "status": "active", "connectionType": NOTIFIED_PULL,
+        "managingOrganization": {"reference": org}, "payloadType": [{"text": "none: notified pull"}],
+        "address": address})
+    assert 201 == created.status_code, created.text
+
+
+@pytest.mark.slow
+class TestTaskChanges:
+    """eOverdracht: the receiver is told of every later change of its handover Task that it did not make."""
+
+    def announced(self, fhir_server: Any, receiver: Receiver, region: Region) -> dict[str, Any]:
+        """The handover Task, once its first notice went out (one request at the post's endpoint)."""
+        share, _ = reach_handover(region)
+        deliver(fhir_server.db_url)
+        assert 1 == len(receiver.at(region.hook))
+        return share
+
+    def test_a_cancelled_handover_is_told_to_the_receiver(
+            self, fhir_server: Any, receiver: Receiver, region: Region) -> None:
+        """The enrolment is withdrawn: the post gets another empty POST at the Task id, keyed by its version."""
+        share = self.announced(fhir_server, receiver, region)
+        with engine_on(fhir_server) as engine:
+            engine.withdraw(region.enrolment, reason="moved out of the region", actor=Actor("test", region.gp))
+        deliver(fhir_server.db_url)
+        got = receiver.at(region.hook)
+        task = region.ooh_client.get(f"/Task/{share['id']}").json()
+        [change] = outbox(fhir_server.db_url, "task-changed", region.ooh)
+
+        assert [("POST", f"/{region.hook}/{share['id']}", b"")] * 2 == [(r.method, r.path, r.body) for r in got]
+        assert ("cancelled", f"task-changed/{share['id']}/{task['meta']['versionId']}/{region.ooh}", "delivered") \
+            == (task["status"], got[1].headers["idempotency-key"], change.status)
+
+    def test_a_reassigned_handover_is_told_to_the_new_owner_and_the_one_before(
+            self, fhir_server: Any, receiver: Receiver, region: Region) -> None:
+        """A coordinator moves the Task to another post: both posts' endpoints get a POST at the Task id."""
+        share = self.announced(fhir_server, receiver, region)
+        other, other_hook = unique("ooh"), unique("eoverdracht")
+        admin = fhir_server.client()
+        assert 201 == admin.put(f"/Organization/{other}", json={"resourceType": "Organization", "id": other,
+                                                               "name": other}).status_code
+        pull_endpoint(fhir_server.client(fhir_server.token(other)), f"Organization/{other}", receiver.url(other_hook))
+        with engine_on(fhir_server) as engine:
+            engine.override(region.enrolment, "share", "reassign", reason="the other post covers nights",
+                            owner=f"Organization/{other}", actor=Actor("test", region.gp))
+        deliver(fhir_server.db_url)
+
+        assert ([f"/{region.hook}/{share['id']}"] * 2, [f"/{other_hook}/{share['id']}"]) == (
+            [r.path for r in receiver.at(region.hook)], [r.path for r in receiver.at(other_hook)])
+
+    def test_the_receivers_own_update_is_not_told_back_to_it(
+            self, fhir_server: Any, receiver: Receiver, region: Region) -> None:
+        """The post accepts and completes the Task itself: no notification is queued or sent for that."""
+        share = self.announced(fhir_server, receiver, region)
+        accepted = set_status(region.ooh_client, share, "accepted")
+        assert 200 == accepted.status_code, accepted.text
+        assert 200 == set_status(region.ooh_client, accepted.json(), "completed").status_code
+        deliver(fhir_server.db_url)
+
+        assert (1, []) == (len(receiver.at(region.hook)), outbox(fhir_server.db_url, "task-changed", region.ooh))
+
+    def test_an_overdue_handover_is_told_to_the_receiver(
+            self, fhir_server: Any, receiver: Receiver, region: Region) -> None:
+        """Two days without an answer: the Task turns overdue, and the post hears of it."""
+        share = self.announced(fhir_server, receiver, region)
+        due = datetime.fromisoformat(share["restriction"]["period"]["end"].replace("Z", "+00:00"))
+        with engine_on(fhir_server) as engine:
+            engine.tick(due + timedelta(minutes=1))
+        deliver(fhir_server.db_url, due + timedelta(minutes=2))
+        task = region.ooh_client.get(f"/Task/{share['id']}").json()
+
+        assert ("overdue", 2) == (task["businessStatus"]["coding"][0]["code"], len(receiver.at(region.hook)))

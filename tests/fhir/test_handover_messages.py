@@ -15,13 +15,14 @@ from typing import Any
 
 import pytest
 from sqlmodel import col, select
+from zorgpad.engine.app import build_engine
 from zorgpad.engine.store.db import Database
 from zorgpad.engine.store.tables import OutboxItem
-from zorgpad.fhir.handovers import FHIR_MESSAGING, HANDOVER_EVENT, message_ids
+from zorgpad.fhir.handovers import FHIR_MESSAGING, HANDOVER_EVENT, TASK_CHANGED_EVENT, message_ids
 from zorgpad.fhir.validation import validate_resource
 
 from tests.fhir.conftest import FHIRServer, start_server, stop_server
-from tests.fhir.test_handover import Region, reach_handover, set_up_region
+from tests.fhir.test_handover import Region, example_registry, reach_handover, set_up_region
 from tests.fhir.test_subscriptions import Received, Receiver, deliver, outbox, unique
 
 pytestmark = pytest.mark.slow
@@ -117,6 +118,33 @@ class TestTheMessage:
         assert item.idempotency_key == request.headers["idempotency-key"]
         assert "Bearer post-secret" == request.headers["authorization"]
         assert "delivered" == item.status
+
+    def test_a_change_of_the_task_is_a_message_with_the_task_and_the_patient(
+            self, fhir_server: FHIRServer, receiver: Receiver, partner: Receiver, partner_answers: list[str]) -> None:
+        """Withdrawn after the handover: a second message, event task-changed, focus and first entry the
+        cancelled Task, then the Patient; valid FHIR; keyed by the Task's version."""
+        region = set_up_region(fhir_server, receiver)
+        folder = unique("messages")
+        messaging_endpoint(region, partner.url(folder))
+        share, _ = reach_handover(region)
+        deliver(fhir_server.db_url)
+        db = Database(fhir_server.db_url)
+        try:
+            build_engine(db, example_registry()).withdraw(region.enrolment, reason="moved away")
+        finally:
+            db.dispose()
+        deliver(fhir_server.db_url)
+        first, second = messages(partner, folder)
+        header = second["entry"][0]["resource"]
+        [item] = outbox(fhir_server.db_url, "task-changed", region.ooh)
+
+        assert (HANDOVER_EVENT, TASK_CHANGED_EVENT) == (first["entry"][0]["resource"]["eventCoding"],
+                                                        header["eventCoding"])
+        assert ([{"reference": f"Task/{share['id']}"}], [("Task", "cancelled"), ("Patient", None)]) == (
+            header["focus"], [(e["resource"]["resourceType"], e["resource"].get("status"))
+                              for e in second["entry"][1:]])
+        assert second == validate_resource(second)
+        assert ((second["id"], header["id"]), "delivered") == (message_ids(item.idempotency_key), item.status)
 
     def test_transient_error_is_retried_with_the_same_message(
             self, fhir_server: FHIRServer, receiver: Receiver, partner: Receiver, partner_answers: list[str]) -> None:

@@ -47,7 +47,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from sqlalchemy import exists, func
+from sqlalchemy import bindparam, exists, insert, update
 from sqlmodel import Session, col, select
 from zorgpad.engine._apply import NOTIFY_CHANNEL, TASK_CHANGED_CHANNEL
 from zorgpad.engine._projection import instant
@@ -63,7 +63,13 @@ from zorgpad.engine.store.resources import (
     values_at,
 )
 from zorgpad.engine.store.search_params import params_for
-from zorgpad.engine.store.tables import OutboxItem, ResourceVersion, SearchToken, StoredResource
+from zorgpad.engine.store.tables import (
+    OutboxItem,
+    ResourceVersion,
+    SearchToken,
+    StoredResource,
+    SubscriptionCounter,
+)
 from zorgpad.fhir.access import OWNER_TAG_SYSTEM, Principal, Scope
 from zorgpad.fhir.capabilities import RESOURCE_TYPES
 from zorgpad.fhir.handovers import HandoverNotices
@@ -295,15 +301,29 @@ def queue_notifications(session: Session, stored: StoredResource, previous: JSON
             continue  # accepted under older rules; it cannot fire now
         if not criteria.matches(stored.content) or not scope_of(content).sees(session, stored):
             continue
-        prefix = f"{REST_HOOK_CHANNEL}/{subscription.id}/"
-        earlier = session.exec(select(func.count()).select_from(OutboxItem).where(
-            col(OutboxItem.idempotency_key).startswith(prefix, autoescape=True))).one()
         session.add(OutboxItem(
-            idempotency_key=f"{prefix}{stored.resource_type}/{stored.id}/{stored.version_id}",
+            idempotency_key=f"{REST_HOOK_CHANNEL}/{subscription.id}/{stored.resource_type}/{stored.id}/"
+                            f"{stored.version_id}",
             channel=REST_HOOK_CHANNEL, target=channel.endpoint[:256], created_at=now, next_attempt_at=now,
             payload={"subscription": f"Subscription/{subscription.id}",
                      "resource": f"{stored.resource_type}/{stored.id}", "version": stored.version_id,
-                     "event": int(earlier) + 1, "patient": stored.patient}))
+                     "event": next_event(session, subscription.id), "patient": stored.patient}))
+
+
+_COUNTER = SubscriptionCounter.__table__  # type: ignore[attr-defined]
+_COUNT_ONE_MORE = (update(_COUNTER).where(_COUNTER.c.subscription_id == bindparam("subscription"))
+                   .values(events=_COUNTER.c.events + 1).returning(_COUNTER.c.events))
+
+
+def next_event(session: Session, subscription_id: str) -> int:
+    """The next event number of a Subscription, counted in this transaction. The first event inserts the
+    counter; on PostgreSQL a transaction that inserts it at the same time as another fails on the primary key
+    and runs again (see ``Database.run``), and the row lock orders every later one."""
+    counted = session.execute(_COUNT_ONE_MORE, {"subscription": subscription_id}).scalar_one_or_none()
+    if counted is not None:
+        return int(counted)
+    session.execute(insert(_COUNTER).values(subscription_id=subscription_id, events=1))
+    return 1
 
 
 def _activate(session: Session, stored: StoredResource, now: datetime) -> bool:

@@ -174,10 +174,11 @@ def _is_conflict(exc: DBAPIError) -> bool:
     return any(s in text for s in _CONFLICTS)
 
 
-#: Errors that running the transaction again resolves: locks, and a resource this transaction read as absent
-#: that another one created before this one's insert (see ``resources._current``).
+#: Errors that running the transaction again resolves: locks, and a resource (or a Subscription's event
+#: counter) this transaction read as absent that another one created before this one's insert (see
+#: ``resources._current`` and ``subscriptions.next_event``).
 _CONFLICTS = ("database is locked", "deadlock detected", "could not serialize", "busy", "lock timeout",
-              'violates unique constraint "resource_pkey"')
+              'violates unique constraint "resource_pkey"', 'violates unique constraint "subscription_counter_pkey"')
 
 
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:

@@ -246,3 +246,14 @@ class DashboardSession(SQLModel, table=True):
     created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     last_seen_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+
+
+class SubscriptionCounter(SQLModel, table=True):
+    """How many notifications a Subscription has had queued: the R4 backport's ``events-since-subscription-
+    start``, counted in the transaction that queues them (on PostgreSQL the row lock puts concurrent writers
+    in turn, so every event gets its own number)."""
+
+    __tablename__ = "subscription_counter"
+
+    subscription_id: str = Field(primary_key=True, max_length=64)
+    events: int = 0

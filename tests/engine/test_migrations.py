@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel, select
 from zorgpad.engine.store.db import Database
-from zorgpad.engine.store.migrate import alembic_config, current_revision
+from zorgpad.engine.store.migrate import alembic_config, current_revision, upgrade
 from zorgpad.engine.store.tables import AuditEntry
 
 ZORGPAD = Path(sys.executable).parent / "zorgpad"
@@ -118,6 +118,31 @@ class TestUpgrade:
 
         assert (0, 0) == (first.returncode, second.returncode), second.stderr
         assert (["t"], head, []) == (kept, revision, differences)
+
+    def test_subscription_counters_start_from_the_notifications_already_queued(self, empty_url: str) -> None:
+        """0007 counts each Subscription's rest-hook outbox items, so the next event gets the next number."""
+        db = Database(empty_url)
+        try:
+            upgrade(db, "0006")
+            now = datetime(2026, 1, 5, tzinfo=UTC)
+            with db.engine.begin() as connection:
+                for sub_id in ("s1", "s2"):
+                    connection.execute(text(
+                        "INSERT INTO resource (resource_type, id, version_id, last_updated, deleted, content) "
+                        "VALUES ('Subscription', :id, 1, :now, false, '{}')"), {"id": sub_id, "now": now})
+                for n in (1, 2, 3):
+                    connection.execute(text(
+                        "INSERT INTO outbox (idempotency_key, channel, payload, status, attempts, created_at, "
+                        "next_attempt_at) VALUES (:key, 'rest-hook', '{}', 'delivered', 1, :now, :now)"),
+                        {"key": f"rest-hook/s1/Task/t{n}/1", "now": now})
+            db.upgrade()
+            with db.engine.connect() as connection:
+                counters = dict(connection.execute(text(
+                    "SELECT subscription_id, events FROM subscription_counter")).all())
+        finally:
+            db.dispose()
+
+        assert {"s1": 3, "s2": 0} == counters
 
     def test_the_test_database_fixture_is_at_head(self, db: Database) -> None:
         """The shared fixture's database was built by the same migrations, so tests run on the real schema."""

@@ -419,6 +419,42 @@ class TestQueueing:
         assert [("rest-hook/s1/Task/t1/1", 1), ("rest-hook/s1/Task/t1/2", 2)] == [
             (item.idempotency_key, item.payload["event"]) for item in self.rest_hooks(db)]
 
+    def test_numbering_goes_on_across_resources_and_a_rolled_back_event_keeps_no_number(self, db: Database) -> None:
+        """Events of one Subscription count up over every resource; a write that rolls back gives its number back."""
+        engine = build_engine(db)
+        engine.ingest(subscription("s1", "Task"), now=NOW)
+        engine.ingest({**TASK, "id": "t1"}, now=NOW)
+
+        def fail(session: Session) -> None:
+            engine.ingest_in(session, {**TASK, "id": "t-lost"}, now=NOW)
+            raise RuntimeError("the request fails after the write")
+
+        with pytest.raises(RuntimeError):
+            db.run(fail)
+        engine.ingest({**TASK, "id": "t2"}, now=NOW)
+
+        assert [("Task/t1", 1), ("Task/t2", 2)] == [
+            (item.payload["resource"], item.payload["event"]) for item in self.rest_hooks(db)]
+
+    def test_writers_at_the_same_time_get_consecutive_event_numbers(self, db: Database) -> None:
+        """PostgreSQL: a second transaction that writes a matching Task while the first is still open waits for
+        it, then takes the next number (counting the outbox gave both of them the same one)."""
+        if not db.is_postgresql:
+            pytest.skip("SQLite's write transaction excludes other writers")
+        engine = build_engine(db)
+        engine.ingest(subscription("s1", "Task"), now=NOW)
+        engine.ingest({**TASK, "id": "t0"}, now=NOW)
+        second = threading.Thread(target=lambda: engine.ingest({**TASK, "id": "t2"}, now=NOW))
+        with db.transaction() as session:
+            engine.ingest_in(session, {**TASK, "id": "t1"}, now=NOW)
+            second.start()
+            second.join(timeout=1.0)
+            waited = second.is_alive()
+        second.join(timeout=30)
+
+        assert (True, [("Task/t0", 1), ("Task/t1", 2), ("Task/t2", 3)]) == (waited, sorted(
+            (item.payload["resource"], item.payload["event"]) for item in self.rest_hooks(db)))
+
     def test_installing_twice_queues_each_notification_once(self, db: Database) -> None:
         """Wiring the same database into two engines does not double the listener."""
         build_engine(db)

@@ -268,6 +268,16 @@ def db_upgrade(db_url: str | None) -> None:
         click.echo(f"database {database_url(db_url)} is at revision {current_revision(database)}")
 
 
+@db.command("backup")
+@click.argument("target", type=click.Path(dir_okay=False))
+@_db_option
+def db_backup(target: str, db_url: str | None) -> None:
+    """Copy a SQLite database to a new file while Zorgpad keeps running (PostgreSQL: use pg_dump)."""
+    with _errors():
+        size = _open(db_url).backup(target)
+    click.echo(f"backed up {database_url(db_url)} to {target} ({size:,} bytes)")
+
+
 @main.group()
 def token() -> None:
     """Bearer tokens for the FHIR interface and the dashboard."""

@@ -8,6 +8,7 @@ with ``FOR UPDATE SKIP LOCKED`` (see :mod:`zorgpad.engine.timers`).
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -118,6 +119,32 @@ class Database:
                     raise
                 time.sleep(0.05 * attempt)
         raise AssertionError("unreachable")
+
+    def backup(self, target: str | Path) -> int:
+        """Copy a SQLite database, while it is in use, to the new file ``target`` with SQLite's online backup
+        (a consistent snapshot, the WAL included: copying the file itself is not safe while Zorgpad runs).
+        Returns the size of the copy in bytes. PostgreSQL has its own tools (pg_dump)."""
+        if self.dialect != "sqlite" or make_url(self.url).database in (None, "", ":memory:"):
+            raise ConfigurationError("zorgpad db backup copies a SQLite database file; back up PostgreSQL with "
+                                     "pg_dump")
+        path = Path(target)
+        if path.exists():
+            raise ConfigurationError(f"{path} exists already; the backup goes into a new file")
+        if not path.parent.is_dir():
+            raise ConfigurationError(f"folder {path.parent} for the backup does not exist")
+        source = self.engine.raw_connection()
+        try:
+            copy = sqlite3.connect(path)
+            try:
+                source.driver_connection.backup(copy)  # type: ignore[union-attr]
+            finally:
+                copy.close()
+        except BaseException:
+            path.unlink(missing_ok=True)  # no half-written backup is left to be mistaken for a good one
+            raise
+        finally:
+            source.close()
+        return path.stat().st_size
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration."""

@@ -11,7 +11,7 @@ from sqlalchemy import func, or_
 from sqlmodel import col, select
 from zorgpad.engine._projection import instant
 from zorgpad.engine.errors import UnknownPathwayError
-from zorgpad.engine.store.audit import audit
+from zorgpad.engine.store.audit import audit, visible_to
 from zorgpad.engine.store.enrolments import active_enrolments_of
 from zorgpad.engine.store.resources import get_resource, parse_fhir_datetime
 from zorgpad.engine.store.tables import AuditEntry
@@ -205,8 +205,7 @@ def _search_audit(ctx: FHIRContext, params: Sequence[tuple[str, str]]) -> JSON:
         elif name not in ("_format", "_sort") and ctx.strict:
             raise FHIRError(400, f"unknown search parameter {name!r} for AuditEvent", code="not-supported")
     if not ctx.scope.unrestricted:
-        query = query.where(or_(col(AuditEntry.organisation) == ctx.principal.organisation,
-                                col(AuditEntry.patient).in_(ctx.scope.patients())))
+        query = query.where(visible_to(ctx.principal.organisation, ctx.scope.patients()))
     total = ctx.session.exec(select(func.count()).select_from(query.subquery())).one()
     rows = ctx.session.exec(query.order_by(col(AuditEntry.id).desc()).offset(offset).limit(count)).all()
     audit(ctx.session, ctx.principal.actor, ctx.now, action="E", what="search", entity="AuditEvent")

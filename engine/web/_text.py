@@ -41,6 +41,13 @@ TEXT: dict[str, dict[str, Any]] = {
                            "De twee nieuwe wachtwoorden zijn niet gelijk.", "rules":
                            "Het nieuwe wachtwoord voldoet niet aan de eisen."},
         "password_changed": "Uw wachtwoord is gewijzigd; andere sessies van dit account zijn afgemeld.",
+        "audit_log": "Logboek",
+        "audit_intro": "Wie wanneer welke gegevens inzag of wijzigde (NEN 7513), nieuwste eerst.",
+        "audit_intro_org": "Wat uw organisatie deed, en wie de gegevens van uw patiënten inzag of wijzigde (NEN 7513), "
+                           "nieuwste eerst.",
+        "about": "Betreft", "outcome": "Uitkomst", "date_from": "Vanaf", "date_to": "Tot en met",
+        "pages": "Pagina's", "page": "Pagina", "previous": "Vorige", "next": "Volgende",
+        "outcomes": {"0": "gelukt", "4": "geweigerd of mislukt", "8": "fout", "12": "ernstige fout"},
         "state": STATES["nl"],
         "event": {"write": "gegevens ontvangen", "Enrol": "ingeschreven", "ResourceChanged": "gegevens verwerkt",
                   "TaskStatusChanged": "taakstatus gewijzigd", "TimerFired": "termijn of herinnering",
@@ -80,6 +87,12 @@ TEXT: dict[str, dict[str, Any]] = {
                            "Too many failed attempts: this account is locked for 15 minutes.", "repeat":
                            "The two new passwords differ.", "rules": "The new password does not meet the rules."},
         "password_changed": "Your password has been changed; other sessions of this account have been signed out.",
+        "audit_log": "Audit log", "audit_intro": "Who saw or changed which data when (NEN 7513), newest first.",
+        "audit_intro_org": "What your organisation did, and who saw or changed your patients' data (NEN 7513), "
+                           "newest first.",
+        "about": "About", "outcome": "Outcome", "date_from": "From", "date_to": "Up to",
+        "pages": "Pages", "page": "Page", "previous": "Previous", "next": "Next",
+        "outcomes": {"0": "done", "4": "refused or failed", "8": "error", "12": "serious error"},
         "state": STATES["en"],
         "event": {"write": "data received", "Enrol": "enrolled", "ResourceChanged": "data processed",
                   "TaskStatusChanged": "Task status changed", "TimerFired": "deadline or reminder",

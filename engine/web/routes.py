@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlencode
@@ -21,6 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
+from sqlalchemy import or_
 from sqlalchemy.sql import Select
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
@@ -35,7 +36,7 @@ from zorgpad.engine.render.svg import to_svg
 from zorgpad.engine.runtime import Engine
 from zorgpad.engine.store import accounts
 from zorgpad.engine.store.accounts import SessionPolicy, SignIn
-from zorgpad.engine.store.audit import Actor, audit
+from zorgpad.engine.store.audit import Actor, audit, visible_to
 from zorgpad.engine.store.enrolments import load_state
 from zorgpad.engine.store.tables import AuditEntry, Enrolment, OutboxItem, StepRun, StoredResource
 from zorgpad.engine.store.tokens import find_token
@@ -187,10 +188,14 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
             return page(request, "login.html", None, status=401, error="token")
         return signed_in(request, secret)
 
+    def check_password(username: str, password: str, now: datetime) -> accounts.PasswordCheck:
+        """The account's password checked outside any transaction (scrypt takes a while)."""
+        return accounts.check_sign_in(lambda name: db.run(lambda s: accounts.find_account(s, name)),
+                                      username, password, now)
+
     def password_login(request: Request, username: str, password: str) -> Response:
         now = engine.clock.now()
-        check = accounts.check_sign_in(lambda name: db.run(lambda s: accounts.find_account(s, name)),
-                                       username, password, now)
+        check = check_password(username, password, now)
         account = check.account
 
         def work(session: Session) -> tuple[SignIn, str | None]:
@@ -251,8 +256,7 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
         now = engine.clock.now()
         current, new, repeat = form.get("current", ""), form.get("new", ""), form.get("repeat", "")
         # A wrong current password counts as a failed sign-in: guessing it locks the account as well.
-        check = accounts.check_sign_in(lambda name: db.run(lambda s: accounts.find_account(s, name)),
-                                       user.name, current, now)
+        check = check_password(user.name, current, now)
         outcome = db.run(lambda s: accounts.record_sign_in(s, check, now))
         problem = None
         if outcome is not SignIn.OK:
@@ -330,6 +334,31 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
             return page(request, "message.html", user, status=404, title=TEXT[lang_of(request)]["not_found"],
                         message=ref)
         return page(request, "patient.html", user, pid=pid, ref=ref, **data)
+
+    # -- the audit log -----------------------------------------------------------------------------
+
+    @router.get("/audit")
+    def audit_log(request: Request) -> Response:
+        user = user_of(request)
+        if user is None:
+            return login_redirect()
+        filters = {k: request.query_params.get(k, "").strip() for k in AUDIT_FILTERS}
+        page_number = int(filters["page"]) if filters["page"].isdigit() and int(filters["page"]) > 0 else 1
+        now = engine.clock.now()
+
+        def read(session: Session) -> dict[str, Any]:
+            found = _audit_entries(session, None if user.admin else user.organisation, scope_of(user).patients(),
+                                   filters, page_number)
+            audit(session, user.actor, now, action="R", what="view", entity="dashboard/audit",
+                  detail=str(request.url.query) or None)
+            return found
+
+        found = db.run(read)
+        pages = {}
+        for name, number in (("previous", page_number - 1), ("next", page_number + 1)):
+            if (name == "previous" and number >= 1) or (name == "next" and found["more"]):
+                pages[name] = "/audit?" + urlencode({**{k: v for k, v in filters.items() if v}, "page": number})
+        return page(request, "audit.html", user, filters=filters, pages=pages, **found)
 
     # -- the pathway catalogue ---------------------------------------------------------------------
 
@@ -557,6 +586,42 @@ def _worklist(session: Session, engine: Engine, user: User, scope: Access, filte
             "choices": {"org": orgs, "role": sorted({i.run.owner_role for i in items if i.run.owner_role}),
                         "pathway": sorted({p.id for p in engine.registry.latest()}),
                         "patient": sorted(names.items(), key=lambda kv: kv[1])}}
+
+
+#: The audit log's filters (query parameters), and how many entries a page shows.
+AUDIT_FILTERS = ("patient", "who", "what", "from", "to", "page")
+AUDIT_PAGE = 100
+
+
+def _day(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
+    except ValueError:
+        return None  # an unreadable date filters nothing (the field shows what was typed)
+
+
+def _audit_entries(session: Session, organisation: str | None, patients: Select[Any], filters: Mapping[str, str],
+                   page_number: int) -> dict[str, Any]:
+    """One page of the audit log, newest first, as ``organisation`` may see it (None: everything)."""
+    query = select(AuditEntry)
+    if organisation is not None:
+        query = query.where(visible_to(organisation, patients))
+    if filters.get("patient"):
+        wanted = filters["patient"]
+        query = query.where(AuditEntry.patient == (wanted if wanted.startswith("Patient/") else f"Patient/{wanted}"))
+    if filters.get("who"):
+        query = query.where(or_(col(AuditEntry.organisation) == filters["who"],
+                                col(AuditEntry.actor).contains(filters["who"], autoescape=True)))
+    if filters.get("what"):
+        query = query.where(AuditEntry.what == filters["what"])
+    start, end = _day(filters.get("from", "")), _day(filters.get("to", ""))
+    if start is not None:
+        query = query.where(col(AuditEntry.recorded_at) >= start)
+    if end is not None:
+        query = query.where(col(AuditEntry.recorded_at) < end + timedelta(days=1))
+    rows = session.exec(query.order_by(col(AuditEntry.id).desc()).offset((page_number - 1) * AUDIT_PAGE)
+                        .limit(AUDIT_PAGE + 1)).all()
+    return {"entries": rows[:AUDIT_PAGE], "more": len(rows) > AUDIT_PAGE, "page_number": page_number}
 
 
 def _coded(concept: Any, code: str | None) -> bool:

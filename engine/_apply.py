@@ -25,7 +25,6 @@ from zorgpad.engine._model import (
     Outcome,
     RunAction,
     ScheduleTimer,
-    TaskStatusChanged,
     UpdateTask,
 )
 from zorgpad.engine._projection import (
@@ -64,9 +63,7 @@ def apply_outcome(session: Session, pathway: type[Pathway], before: EnrolmentSta
                   former: type[Pathway] | None = None) -> Enrolment:
     """Write ``outcome`` (the result of evaluating ``event`` on ``before``) in ``session``; ``former`` is the
     version an enrolment is migrated from, whose removed steps' Tasks the outcome may still update."""
-    # The owner's own status update is no news to the owner: only other changes are told to a receiver.
-    by_owner = event.step_id if isinstance(event, TaskStatusChanged) else None
-    applier = _Applier(session, pathway, outcome.state, now, changed_by_owner=by_owner, former=former)
+    applier = _Applier(session, pathway, outcome.state, now, actor=actor, former=former)
     expect_writes(session, resources_written(pathway, outcome))
     for command in outcome.commands:
         applier.apply(command)
@@ -104,12 +101,13 @@ def resources_written(pathway: type[Pathway], outcome: Outcome) -> Iterator[tupl
 
 class _Applier:
     def __init__(self, session: Session, pathway: type[Pathway], state: EnrolmentState, now: datetime, *,
-                 changed_by_owner: str | None = None, former: type[Pathway] | None = None) -> None:
+                 actor: Actor | None = None, former: type[Pathway] | None = None) -> None:
         self.session = session
         self.pathway = pathway
         self.state = state
         self.now = now
-        self.changed_by_owner = changed_by_owner
+        #: The organisation making this change: it is not told of its own change (an owner's status update).
+        self.acting_organisation = actor.organisation if actor is not None else None
         #: Every step an update may name: the former version's (a migration), then this version's.
         self.steps = {s.id: s for p in (former, pathway) if p is not None for s in p.steps}
         self.new_tasks: list[str] = []
@@ -241,12 +239,14 @@ class _Applier:
         elif command.status == "in-progress":
             task["executionPeriod"] = {"start": instant(self.now)}
         written = put_resource(self.session, task, self.now, method="PUT")
-        if self.steps[command.step_id].handover is not None and command.step_id != self.changed_by_owner:
+        if self.steps[command.step_id].handover is not None:
             self._tell_receivers(command.step_id, written, [(task.get("owner") or {}).get("reference"), owner_before])
 
     def _tell_receivers(self, step_id: str, task: StoredResource, owners: Sequence[str | None]) -> None:
-        """Queue a Task-changed notification for the handover Task's owner (and its owner before a reassign)."""
-        for owner in dict.fromkeys(o for o in owners if o and o.startswith("Organization/")):
+        """Queue a Task-changed notification for the handover Task's owner (and its owner before a reassign),
+        unless that organisation made the change itself."""
+        told = (o for o in owners if o and o.startswith("Organization/") and o != self.acting_organisation)
+        for owner in dict.fromkeys(told):
             self._outbox(TASK_CHANGED_CHANNEL, owner, f"task-changed/{task.id}/{task.version_id}/{owner}", step_id, {
                 "task": f"Task/{task.id}", "patient": self.state.patient, "version": task.version_id,
                 "status": task.content.get("status")})

@@ -336,6 +336,15 @@ class TestTaskChanges:
 
         assert (1, []) == (len(receiver.at(region.hook)), outbox(fhir_server.db_url, "task-changed", region.ooh))
 
+    def test_a_status_an_administrator_sets_is_told_to_the_receiver(
+            self, fhir_server: Any, receiver: Receiver, region: Region) -> None:
+        """Only the organisation that made a change is spared: the post hears of what an administrator did."""
+        share = self.announced(fhir_server, receiver, region)
+        accepted = set_status(fhir_server.client(), share, "accepted")
+        deliver(fhir_server.db_url)
+
+        assert (200, 2) == (accepted.status_code, len(receiver.at(region.hook)))
+
     def test_an_overdue_handover_is_told_to_the_receiver(
             self, fhir_server: Any, receiver: Receiver, region: Region) -> None:
         """Two days without an answer: the Task turns overdue, and the post hears of it."""

@@ -66,10 +66,12 @@ def create_app(db: Database, *, registry: Registry | None = None, tick_interval:
     app.include_router(ops.create_router(engine, authenticate))
     from zorgpad.engine.web import create_dashboard  # composition root: the FHIR access model and ACP codes
     from zorgpad.fhir.access import Principal, Scope
+    from zorgpad.fhir.subscriptions import BASE_URL_ENV  # composition root: the public base says https or not
     from zorgpad.pathways import terminology as t
 
     app.include_router(create_dashboard(
         engine, access=lambda name, org, admin: Scope(Principal(name, org, admin)),
+        secure_cookies=(os.environ.get(BASE_URL_ENV) or "").startswith("https://"),
         acp_codes={"cpr": t.CPR.code, "icu": t.ICU_ADMISSION.code, "hospital": t.HOSPITAL_ADMISSION.code,
                    "ventilation": t.VENTILATION.code, "place_of_death": t.PLACE_OF_DEATH.code,
                    "acp": t.ADVANCE_CARE_PLANNING.code}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -299,8 +300,14 @@ def token_create(organisation: str | None, admin: bool, name: str | None, db_url
         organisation = f"Organization/{organisation}"
     with _errors():
         database = _open(db_url)
-        secret = database.run(lambda s: create_token(s, datetime.now(UTC), organisation=organisation,
-                                                     admin=admin, name=name))
+
+        def work(session: Any) -> str:
+            secret = create_token(session, datetime.now(UTC), organisation=organisation, admin=admin, name=name)
+            _administered(session, "C", "token", "token", f"{name or organisation or 'admin'} for "
+                                                          f"{organisation or 'admin'}")
+            return secret
+
+        secret = database.run(work)
     click.echo(secret)
 
 
@@ -328,7 +335,13 @@ def token_revoke(token_id: int, db_url: str | None) -> None:
     from zorgpad.engine.store.tokens import revoke_token
 
     with _errors():
-        record = _open(db_url).run(lambda s: revoke_token(s, token_id, datetime.now(UTC)))
+
+        def work(session: Any) -> Any:
+            record = revoke_token(session, token_id, datetime.now(UTC))
+            _administered(session, "U", "token", f"token:{record.id}", f"revoked {record.name}")
+            return record
+
+        record = _open(db_url).run(work)
     click.echo(f"revoked token {record.id} ({record.name})")
 
 
@@ -337,6 +350,18 @@ def token_revoke(token_id: int, db_url: str | None) -> None:
 @main.group()
 def user() -> None:
     """Dashboard accounts: a username and password for a person, per organisation or as administrator."""
+
+
+def _administered(session: Any, action: str, what: str, entity: str, detail: str | None = None) -> None:
+    """Audit a change to an account or a token made on the command line (NEN 7513: access rights are logged),
+    under the operating-system user who ran it."""
+    from zorgpad.engine.store.audit import Actor, audit
+
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        who = f"uid-{os.getuid()}"
+    audit(session, Actor(f"cli:{who}"), datetime.now(UTC), action=action, what=what, entity=entity, detail=detail)
 
 
 def _new_password(from_stdin: bool) -> str:
@@ -362,15 +387,22 @@ _password_stdin = click.option("--password-stdin", is_flag=True,
 def user_create(username: str, organisation: str | None, admin: bool, name: str | None, password_stdin: bool,
                 db_url: str | None) -> None:
     """Create an account; the password is asked for (twice) unless --password-stdin."""
-    from zorgpad.engine.store.accounts import create_account
+    from zorgpad.engine.store.accounts import NewPassword, create_account
 
     if admin == (organisation is not None):
         raise CLIError("give exactly one of --org ORGANIZATION_ID or --admin")
     with _errors():
         database = _open(db_url)
-        password = _new_password(password_stdin)
-        account = database.run(lambda s: create_account(s, datetime.now(UTC), username, password,
-                                                        organisation=organisation, admin=admin, display_name=name))
+        password = NewPassword.of(_new_password(password_stdin), username)  # hashed before the transaction
+
+        def work(session: Any) -> Any:
+            account = create_account(session, datetime.now(UTC), username, password, organisation=organisation,
+                                     admin=admin, display_name=name)
+            _administered(session, "C", "account", f"account:{account.username}",
+                          f"for {account.organisation or 'admin'}")
+            return account
+
+        account = database.run(work)
     click.echo(f"created account {account.username} ({account.organisation or 'admin'})")
 
 
@@ -380,13 +412,27 @@ def user_create(username: str, organisation: str | None, admin: bool, name: str 
 @_db_option
 def user_password(username: str, password_stdin: bool, db_url: str | None) -> None:
     """Set a new password (unlocks the account and signs out its sessions)."""
-    from zorgpad.engine.store.accounts import set_password
+    from zorgpad.engine.store.accounts import NewPassword, set_password
 
     with _errors():
         database = _open(db_url)
-        password = _new_password(password_stdin)
-        account = database.run(lambda s: set_password(s, datetime.now(UTC), username, password))
+        password = NewPassword.of(_new_password(password_stdin), username)  # hashed before the transaction
+
+        def work(session: Any) -> Any:
+            account = set_password(session, datetime.now(UTC), username, password)
+            _administered(session, "U", "password", f"account:{account.username}")
+            return account
+
+        account = database.run(work)
     click.echo(f"new password set for {account.username}")
+
+
+def _set_disabled(session: Any, username: str, disabled: bool) -> Any:
+    from zorgpad.engine.store.accounts import set_disabled
+
+    account = set_disabled(session, datetime.now(UTC), username, disabled)
+    _administered(session, "U", "account", f"account:{account.username}", "disabled" if disabled else "enabled")
+    return account
 
 
 @user.command("disable")
@@ -394,10 +440,8 @@ def user_password(username: str, password_stdin: bool, db_url: str | None) -> No
 @_db_option
 def user_disable(username: str, db_url: str | None) -> None:
     """Disable an account: it can no longer sign in and its sessions end."""
-    from zorgpad.engine.store.accounts import set_disabled
-
     with _errors():
-        account = _open(db_url).run(lambda s: set_disabled(s, datetime.now(UTC), username, True))
+        account = _open(db_url).run(lambda s: _set_disabled(s, username, True))
     click.echo(f"disabled {account.username}")
 
 
@@ -406,10 +450,8 @@ def user_disable(username: str, db_url: str | None) -> None:
 @_db_option
 def user_enable(username: str, db_url: str | None) -> None:
     """Enable a disabled account again (also lifts a lock-out)."""
-    from zorgpad.engine.store.accounts import set_disabled
-
     with _errors():
-        account = _open(db_url).run(lambda s: set_disabled(s, datetime.now(UTC), username, False))
+        account = _open(db_url).run(lambda s: _set_disabled(s, username, False))
     click.echo(f"enabled {account.username}")
 
 

@@ -9,7 +9,8 @@ exception a caller would naturally catch::
     ├── IllegalTransitionError(PathwayError, ValueError)  a step or enrolment cannot move to that state
     ├── NotEnrolledError(PathwayError, LookupError)     no such enrolment, or it is not active
     ├── ConfigurationError(PathwayError, ValueError)    a database URL, time or option is unusable
-    └── MigrationError(PathwayError, ValueError)        an enrolment cannot be moved to another version
+    ├── MigrationError(PathwayError, ValueError)        an enrolment cannot be moved to another version
+    └── BusyError(PathwayError, RuntimeError)           too much of a costly kind of work at once: try again
 
 Messages name the thing, the expected value and the value received. Third-party errors
 (SQLAlchemy, pydantic) are mapped to these at the boundary where they are caught.
@@ -20,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "BusyError",
     "ConfigurationError",
     "IllegalTransitionError",
     "InvalidPathwayError",
@@ -73,3 +75,7 @@ class ConfigurationError(PathwayError, ValueError):
 
 class MigrationError(PathwayError, ValueError):
     """Enrolments cannot be moved between the two pathway versions as asked."""
+
+
+class BusyError(PathwayError, RuntimeError):
+    """Too many requests of a costly kind (password checks) at once; the caller may try again shortly."""

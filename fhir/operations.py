@@ -84,8 +84,11 @@ def apply_plandefinition(ctx: FHIRContext, pathway_id: str, body: Any, params: S
 def read_virtual(ctx: FHIRContext, resource_type: str, resource_id: str, version: str | None = None) -> JSON:
     """Read a PlanDefinition (from the registry) or an AuditEvent (from the audit log)."""
     if resource_type == "AuditEvent":
-        row = ctx.session.get(AuditEntry, int(resource_id)) if resource_id.isdigit() else None
-        if row is None or not _audit_visible(ctx, row) or version not in (None, "1"):  # entries never change
+        query = select(AuditEntry).where(col(AuditEntry.id) == int(resource_id)) if resource_id.isdigit() else None
+        if query is not None and not ctx.scope.unrestricted:
+            query = query.where(visible_to(ctx.principal.organisation, ctx.scope.patients()))
+        row = ctx.session.exec(query).first() if query is not None else None
+        if row is None or version not in (None, "1"):  # entries never change
             raise FHIRError(404, f"AuditEvent/{resource_id} is not known", code="not-found")
         return to_auditevent(row)
     try:
@@ -169,12 +172,6 @@ def to_auditevent(row: AuditEntry) -> JSON:
     if entities:
         event["entity"] = entities
     return event
-
-
-def _audit_visible(ctx: FHIRContext, row: AuditEntry) -> bool:
-    if ctx.scope.unrestricted or row.organisation == ctx.principal.organisation:
-        return True
-    return row.patient is not None and ctx.scope.sees_patient(ctx.session, row.patient)
 
 
 def _search_audit(ctx: FHIRContext, params: Sequence[tuple[str, str]]) -> JSON:

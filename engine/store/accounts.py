@@ -4,8 +4,10 @@
 practice staff, …) or as an administrator. Passwords are stored only as scrypt hashes (the standard
 library's ``hashlib.scrypt``, with OWASP's parameters N=2^15, r=8, p=3; the parameters are kept in each
 hash, so they can be raised later without breaking stored ones). Five failed sign-ins in a row lock an
-account for 15 minutes. The scrypt work runs outside any database transaction, so a sign-in never holds
-SQLite's write lock.
+account for 15 minutes; attempts under way when it locks are refused too. The scrypt work runs outside any
+database transaction, so a sign-in or a new password never holds SQLite's write lock, and at most
+``SCRYPT_AT_ONCE`` checks run at a time (each takes 32 MiB and a core for a few tenths of a second): a flood
+of sign-ins is answered "busy" instead of starving the FHIR interface of threads and memory.
 
 **Sessions** are what the dashboard's cookie names: a random secret, stored only as its SHA-256 hash, for
 an account or for a bearer token (signing in with a token no longer puts the token itself in the cookie).
@@ -23,6 +25,7 @@ import hmac
 import os
 import re
 import secrets
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,7 +33,7 @@ from enum import Enum
 
 from sqlalchemy import delete, or_, update
 from sqlmodel import Session, col, select
-from zorgpad.engine.errors import ConfigurationError
+from zorgpad.engine.errors import BusyError, ConfigurationError
 from zorgpad.engine.store.tables import Account, ApiToken, DashboardSession
 
 #: Five failed sign-ins in a row lock the account for LOCKOUT.
@@ -44,6 +47,10 @@ _TOUCH_EVERY = timedelta(seconds=60)
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
 _SCRYPT = {"n": 2**15, "r": 8, "p": 3}
 _SCRYPT_MAXMEM = 128 * 1024 * 1024
+#: Password checks running at once, and how long a check waits for its turn before it is refused as busy.
+SCRYPT_AT_ONCE = 2
+_SCRYPT_WAIT_SECONDS = 3.0
+_scrypt_turns = threading.BoundedSemaphore(SCRYPT_AT_ONCE)
 
 
 # -- passwords ---------------------------------------------------------------------------------------
@@ -53,10 +60,20 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _scrypt(password: str, salt: bytes, *, n: int, r: int, p: int, dklen: int) -> bytes:
+    """scrypt, at most ``SCRYPT_AT_ONCE`` at a time; BusyError when no turn comes within a few seconds."""
+    if not _scrypt_turns.acquire(timeout=_SCRYPT_WAIT_SECONDS):
+        raise BusyError("too many sign-ins at once; try again in a moment")
+    try:
+        return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT_MAXMEM, dklen=dklen)
+    finally:
+        _scrypt_turns.release()
+
+
 def hash_password(password: str) -> str:
     """``scrypt$n$r$p$salt$hash`` (base64) for ``password``."""
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, maxmem=_SCRYPT_MAXMEM, dklen=32, **_SCRYPT)
+    digest = _scrypt(password, salt, dklen=32, **_SCRYPT)
     return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${_b64(salt)}${_b64(digest)}"
 
 
@@ -67,8 +84,7 @@ def verify_password(password: str, stored: str) -> bool:
         if scheme != "scrypt":
             return False
         expected = base64.b64decode(digest)
-        found = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
-                               maxmem=_SCRYPT_MAXMEM, dklen=len(expected))
+        found = _scrypt(password, base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected))
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(found, expected)
@@ -78,6 +94,19 @@ def verify_password(password: str, stored: str) -> bool:
 def _decoy_hash() -> str:
     """A hash to check unknown usernames against, so that they take as long as known ones."""
     return hash_password(secrets.token_urlsafe(16))
+
+
+@dataclass(frozen=True)
+class NewPassword:
+    """A password that meets the rules, already hashed: made before the transaction that stores it."""
+
+    hash: str
+
+    @classmethod
+    def of(cls, password: str, username: str) -> NewPassword:
+        """Check ``password`` for ``username`` against the rules and hash it (ConfigurationError if it fails)."""
+        check_password(password, normalise_username(username))
+        return cls(hash_password(password))
 
 
 def check_password(password: str, username: str) -> None:
@@ -111,17 +140,18 @@ def _organisation(reference: str | None) -> str | None:
     return reference
 
 
-def create_account(session: Session, now: datetime, username: str, password: str, *,
+def create_account(session: Session, now: datetime, username: str, password: str | NewPassword, *,
                    organisation: str | None = None, admin: bool = False, display_name: str | None = None) -> Account:
-    """A new account for ``organisation`` (``gp-1`` or ``Organization/gp-1``) or an administrator."""
+    """A new account for ``organisation`` (``gp-1`` or ``Organization/gp-1``) or an administrator. Pass a
+    :class:`NewPassword` made before the transaction where it matters that scrypt does not hold it up."""
     if admin == (organisation is not None):
         raise ConfigurationError("an account is either for one organisation or for an administrator")
     name = normalise_username(username)
-    check_password(password, name)
+    hashed = password if isinstance(password, NewPassword) else NewPassword.of(password, name)
     if find_account(session, name) is not None:
         raise ConfigurationError(f"the username {name!r} is taken")
     account = Account(username=name, display_name=(display_name or name).strip()[:128] or name,
-                      organisation=_organisation(organisation), admin=admin, password_hash=hash_password(password),
+                      organisation=_organisation(organisation), admin=admin, password_hash=hashed.hash,
                       created_at=now, password_changed_at=now)
     session.add(account)
     session.flush()
@@ -140,11 +170,12 @@ def _existing(session: Session, username: str) -> Account:
     return account
 
 
-def set_password(session: Session, now: datetime, username: str, password: str) -> Account:
-    """Give the account a new password: it is unlocked and every session it had ends."""
+def set_password(session: Session, now: datetime, username: str, password: str | NewPassword) -> Account:
+    """Give the account a new password: it is unlocked and every session it had ends (a :class:`NewPassword`
+    made before the transaction keeps scrypt out of it)."""
     account = _existing(session, username)
-    check_password(password, account.username)
-    account.password_hash = hash_password(password)
+    hashed = password if isinstance(password, NewPassword) else NewPassword.of(password, account.username)
+    account.password_hash = hashed.hash
     account.password_changed_at = now
     account.failed_logins = 0
     account.locked_until = None
@@ -192,8 +223,9 @@ class PasswordCheck:
 def check_sign_in(load: Callable[[str], Account | None], username: str, password: str, now: datetime) -> PasswordCheck:
     """Check a username and password. ``load`` reads the account (in its own short transaction); the
     scrypt work happens here, outside any transaction."""
-    name = username.strip().lower()
-    if not _USERNAME.fullmatch(name):
+    try:
+        name = normalise_username(username)
+    except ConfigurationError:
         name = "(invalid)"  # what was typed is not a username: it goes into the audit log as this
     account = load(name) if name != "(invalid)" else None
     matches = verify_password(password, account.password_hash if account is not None else _decoy_hash())
@@ -211,15 +243,20 @@ def record_sign_in(session: Session, check: PasswordCheck, now: datetime) -> Sig
     which becomes LOCKED when this failure reached the limit."""
     if check.account is None or check.outcome in (SignIn.DISABLED, SignIn.LOCKED):
         return check.outcome
-    this = update(Account).where(col(Account.id) == check.account.id)
+    # The check read the account before scrypt ran; each statement here applies only to an account that is
+    # still enabled and not locked now, so attempts under way when the lock came are refused as well.
+    open_now = update(Account).where(
+        col(Account.id) == check.account.id, col(Account.disabled_at).is_(None),
+        or_(col(Account.locked_until).is_(None), col(Account.locked_until) <= now))
     if check.outcome is SignIn.OK:
-        session.execute(this.values(failed_logins=0, locked_until=None))
-        return SignIn.OK
-    # One statement counts the failure, so that attempts made at the same time are all counted.
-    session.execute(this.values(failed_logins=col(Account.failed_logins) + 1))
-    failed = session.exec(select(Account.failed_logins).where(col(Account.id) == check.account.id)).one()
-    if failed >= MAX_FAILED_LOGINS:
-        session.execute(this.values(failed_logins=0, locked_until=now + LOCKOUT))
+        cleared = session.execute(open_now.values(failed_logins=0, locked_until=None).returning(col(Account.id)))
+        return SignIn.OK if cleared.first() is not None else SignIn.LOCKED
+    counted = session.execute(open_now.values(failed_logins=col(Account.failed_logins) + 1)
+                              .returning(col(Account.failed_logins))).scalar_one_or_none()
+    if counted is None:
+        return SignIn.LOCKED
+    if counted >= MAX_FAILED_LOGINS:
+        session.execute(open_now.values(failed_logins=0, locked_until=now + LOCKOUT))
         return SignIn.LOCKED
     return SignIn.REFUSED
 
@@ -319,6 +356,8 @@ def close_session(session: Session, secret: str) -> None:
 
 def end_sessions(session: Session, *, account_id: int | None = None, token_id: int | None = None) -> None:
     """End every session of an account or a token."""
+    if (account_id is None) == (token_id is None):
+        raise ConfigurationError("end the sessions of exactly one account or token")
     owner = col(DashboardSession.account_id) == account_id if account_id is not None else \
         col(DashboardSession.token_id) == token_id
     session.execute(delete(DashboardSession).where(owner))

@@ -29,10 +29,11 @@ TEXT: dict[str, dict[str, Any]] = {
         "done": "Gelukt", "language": "English", "started": "gestart", "ended": "beëindigd",
         "skip_link": "Naar de inhoud",
         "username": "Gebruikersnaam", "password": "Wachtwoord", "sign_in_token": "Inloggen met een toegangstoken",
-        "login_error": {"refused": "Onbekende gebruikersnaam of onjuist wachtwoord.", "disabled":
-                        "Onbekende gebruikersnaam of onjuist wachtwoord.", "locked":
+        "login_error": {"refused": "Onbekende gebruikersnaam of onjuist wachtwoord. Na 5 mislukte pogingen op rij "
+                                   "blijft een account 15 minuten dicht.", "locked":
                         "Te veel mislukte pogingen: dit account is 15 minuten geblokkeerd.", "missing":
                         "Vul een gebruikersnaam en wachtwoord in.", "token": "Onbekend of ingetrokken token."},
+        "busy": "Er wordt nu op veel plaatsen tegelijk ingelogd; probeer het over een paar seconden opnieuw.",
         "change_password": "Wachtwoord wijzigen", "current_password": "Huidig wachtwoord",
         "new_password": "Nieuw wachtwoord", "repeat_password": "Nieuw wachtwoord herhalen",
         "password_rules": "Minstens {n} tekens, niet gelijk aan de gebruikersnaam.",
@@ -76,10 +77,11 @@ TEXT: dict[str, dict[str, Any]] = {
         "count": "count", "attempts": "attempts", "last_error": "last error", "done": "Done",
         "language": "Nederlands", "started": "started", "ended": "ended", "skip_link": "Skip to content",
         "username": "Username", "password": "Password", "sign_in_token": "Sign in with an access token",
-        "login_error": {"refused": "Unknown username or wrong password.", "disabled":
-                        "Unknown username or wrong password.", "locked":
+        "login_error": {"refused": "Unknown username or wrong password. After 5 failed attempts in a row an "
+                                   "account stays closed for 15 minutes.", "locked":
                         "Too many failed attempts: this account is locked for 15 minutes.", "missing":
                         "Enter a username and a password.", "token": "Unknown or revoked token."},
+        "busy": "Many people are signing in at once; try again in a few seconds.",
         "change_password": "Change password", "current_password": "Current password",
         "new_password": "New password", "repeat_password": "Repeat the new password",
         "password_rules": "At least {n} characters, not the same as the username.",

@@ -27,7 +27,7 @@ from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 from zorgpad.engine._dsl import Pathway, Step
 from zorgpad.engine._states import OPEN_STATES
-from zorgpad.engine.errors import ConfigurationError, PathwayError
+from zorgpad.engine.errors import BusyError, ConfigurationError, PathwayError
 from zorgpad.engine.ops import is_coordinator
 from zorgpad.engine.outbox import retry_dead_letter
 from zorgpad.engine.render import words
@@ -103,10 +103,12 @@ _env.globals["min_password"] = accounts.MIN_PASSWORD
 
 
 def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mapping[str, str] | None = None,
-                     sessions: SessionPolicy | None = None) -> APIRouter:
+                     sessions: SessionPolicy | None = None, secure_cookies: bool = False) -> APIRouter:
     """The dashboard's routes; ``acp_codes`` names the SNOMED codes of the ACP summary (cpr, icu, hospital,
     ventilation, place_of_death, acp) so that clinical codes stay with the pathways; ``sessions`` says how
-    long a sign-in lasts (default: from the environment, see :class:`SessionPolicy`)."""
+    long a sign-in lasts (default: from the environment, see :class:`SessionPolicy`); ``secure_cookies``
+    marks the session cookie Secure even when the request reached Zorgpad over plain HTTP (behind a TLS proxy;
+    it is always Secure on an HTTPS request)."""
     router = APIRouter(include_in_schema=False)
     codes = dict(acp_codes or {})
     db = engine.db
@@ -164,11 +166,19 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
         return await run_in_threadpool(password_login, request, username, password)
 
     def signed_in(request: Request, secret: str, response: Response | None = None) -> Response:
-        """``response`` (by default a redirect to the worklist) carrying the new session's cookie."""
+        """``response`` (by default a redirect to the worklist) carrying the new session's cookie; a session
+        this browser had before ends."""
+        earlier = request.cookies.get(COOKIE)
+        if earlier and earlier != secret:
+            db.run(lambda s: accounts.close_session(s, earlier))
         response = response or RedirectResponse("/", status_code=303)
         response.set_cookie(COOKIE, secret, httponly=True, samesite="strict", path="/",
-                            secure=request.url.scheme == "https")
+                            secure=secure_cookies or request.url.scheme == "https")
         return response
+
+    def busy(request: Request, user: User | None) -> Response:
+        text = TEXT[lang_of(request)]
+        return page(request, "message.html", user, status=503, title=text["error"], message=text["busy"])
 
     def token_login(request: Request, token: str) -> Response:
         now = engine.clock.now()
@@ -195,23 +205,25 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
 
     def password_login(request: Request, username: str, password: str) -> Response:
         now = engine.clock.now()
-        check = check_password(username, password, now)
+        try:
+            check = check_password(username, password, now)
+        except BusyError:
+            return busy(request, None)
         account = check.account
 
-        def work(session: Session) -> tuple[SignIn, str | None]:
+        def work(session: Session) -> str | None:
             outcome = accounts.record_sign_in(session, check, now)
             actor = Actor(f"dashboard:{check.username}", account.organisation if account else None)
             ok = outcome is SignIn.OK and account is not None
             audit(session, actor, now, action="E", what="login", entity=f"account:{check.username}",
                   outcome="0" if ok else "4", detail=None if ok else outcome.value)
             if not ok or account is None or account.id is None:
-                return outcome, None
-            return outcome, accounts.open_session(session, now, policy, account_id=account.id)
+                return None
+            return accounts.open_session(session, now, policy, account_id=account.id)
 
-        outcome, secret = db.run(work)
-        if secret is None:
-            status = 429 if outcome is SignIn.LOCKED else 401
-            return page(request, "login.html", None, status=status, error=outcome.value, username=check.username)
+        secret = db.run(work)
+        if secret is None:  # locked, disabled or unknown look the same as a wrong password (the audit row tells)
+            return page(request, "login.html", None, status=401, error="refused", username=check.username)
         return signed_in(request, secret)
 
     @router.post("/logout")
@@ -256,16 +268,21 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
         now = engine.clock.now()
         current, new, repeat = form.get("current", ""), form.get("new", ""), form.get("repeat", "")
         # A wrong current password counts as a failed sign-in: guessing it locks the account as well.
-        check = check_password(user.name, current, now)
+        try:
+            check = check_password(user.name, current, now)
+        except BusyError:
+            return busy(request, user)
         outcome = db.run(lambda s: accounts.record_sign_in(s, check, now))
-        problem = None
+        problem, hashed = None, None
         if outcome is not SignIn.OK:
             problem = "locked" if outcome is SignIn.LOCKED else "current"
         elif new != repeat:
             problem = "repeat"
         else:
             try:
-                accounts.check_password(new, user.name)
+                hashed = accounts.NewPassword.of(new, user.name)  # hashed here, not in the transaction
+            except BusyError:
+                return busy(request, user)
             except ConfigurationError:
                 problem = "rules"
         if problem is not None:
@@ -281,7 +298,8 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
             return page(request, "password.html", user, status=400, error=problem)
 
         def work(session: Session) -> str:
-            changed = accounts.set_password(session, now, user.name, new)  # ends every session of the account
+            assert hashed is not None
+            changed = accounts.set_password(session, now, user.name, hashed)  # ends every session of the account
             audit(session, user.actor, now, action="U", what="password", entity=user.entity)
             assert changed.id is not None
             return accounts.open_session(session, now, policy, account_id=changed.id)
@@ -302,7 +320,7 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
 
         def read(session: Session) -> dict[str, Any]:
             data = _worklist(session, engine, user, scope_of(user), filters, now)
-            audit(session, user.actor, now, action="R", what="view", entity="dashboard/worklist",
+            audit(session, user.actor, now, action="R", what="view", entity="dashboard:worklist",
                   detail=str(request.url.query) or None)
             return data
 
@@ -343,13 +361,14 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
         if user is None:
             return login_redirect()
         filters = {k: request.query_params.get(k, "").strip() for k in AUDIT_FILTERS}
-        page_number = int(filters["page"]) if filters["page"].isdigit() and int(filters["page"]) > 0 else 1
+        page_number = min(int(filters["page"]), AUDIT_LAST_PAGE) if filters["page"].isdigit() and \
+            int(filters["page"]) > 0 else 1
         now = engine.clock.now()
 
         def read(session: Session) -> dict[str, Any]:
             found = _audit_entries(session, None if user.admin else user.organisation, scope_of(user).patients(),
                                    filters, page_number)
-            audit(session, user.actor, now, action="R", what="view", entity="dashboard/audit",
+            audit(session, user.actor, now, action="R", what="view", entity="dashboard:audit",
                   detail=str(request.url.query) or None)
             return found
 
@@ -588,16 +607,19 @@ def _worklist(session: Session, engine: Engine, user: User, scope: Access, filte
                         "patient": sorted(names.items(), key=lambda kv: kv[1])}}
 
 
-#: The audit log's filters (query parameters), and how many entries a page shows.
+#: The audit log's filters (query parameters), how many entries a page shows, and the last page asked for.
 AUDIT_FILTERS = ("patient", "who", "what", "from", "to", "page")
 AUDIT_PAGE = 100
+AUDIT_LAST_PAGE = 1_000_000
 
 
 def _day(text: str) -> datetime | None:
+    """The start of the day ``text`` names (YYYY-MM-DD), or None when it names none that can be searched."""
     try:
-        return datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
+        day = datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
     except ValueError:
         return None  # an unreadable date filters nothing (the field shows what was typed)
+    return day if day is not None and day.year < 9999 else None
 
 
 def _audit_entries(session: Session, organisation: str | None, patients: Select[Any], filters: Mapping[str, str],

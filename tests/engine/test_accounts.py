@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 from sqlmodel import col, select
-from zorgpad.engine.errors import ConfigurationError
+from zorgpad.engine.errors import BusyError, ConfigurationError
+from zorgpad.engine.store import accounts as accounts_module
 from zorgpad.engine.store.accounts import (
     LOCKOUT,
     SessionPolicy,
@@ -226,6 +227,40 @@ class TestSigningIn:
         assert locked is not None
         assert ([SignIn.REFUSED] * 4 + [SignIn.LOCKED], T0 + timedelta(seconds=4) + timedelta(minutes=15),
                 timedelta(minutes=15)) == (outcomes, locked.locked_until, LOCKOUT)
+
+    def test_attempts_under_way_when_the_lock_comes_are_refused(self, db: Database) -> None:
+        """Checks read before the fifth failure was recorded (as at the same moment, from many browsers) are
+        refused once it is, the right password too, and do not start a new count of failures."""
+        _create(db)
+
+        def check(password: str) -> Any:
+            return check_sign_in(lambda name: db.run(lambda s: find_account(s, name)), "anna", password, T0)
+
+        failures = [check(f"wrong password {n}") for n in range(5)]
+        right, late = check(PASSWORD), check("one more wrong password")
+        outcomes = [db.run(lambda s, c=c: record_sign_in(s, c, T0)) for c in failures]
+        after = [db.run(lambda s, c=c: record_sign_in(s, c, T0)) for c in (right, late)]
+        account = _account(db, "anna")
+
+        assert account is not None
+        assert ([SignIn.OK, SignIn.REFUSED], [SignIn.REFUSED] * 4 + [SignIn.LOCKED]) == (
+            [right.outcome, late.outcome], outcomes)
+        assert ([SignIn.LOCKED, SignIn.LOCKED], T0 + LOCKOUT, 0) == (after, account.locked_until, account.failed_logins)
+
+    def test_too_many_checks_at_once_are_refused_as_busy(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """While SCRYPT_AT_ONCE checks run, another waits a moment and is refused with BusyError; then it runs."""
+        stored = hash_password(PASSWORD)
+        monkeypatch.setattr(accounts_module, "_SCRYPT_WAIT_SECONDS", 0.05)
+        held = [accounts_module._scrypt_turns.acquire(timeout=1) for _ in range(accounts_module.SCRYPT_AT_ONCE)]
+        try:
+            with pytest.raises(BusyError, match="too many sign-ins at once"):
+                verify_password(PASSWORD, stored)
+        finally:
+            for _ in held:
+                accounts_module._scrypt_turns.release()
+
+        assert [True] * accounts_module.SCRYPT_AT_ONCE == held
+        assert verify_password(PASSWORD, stored)
 
     def test_during_the_lock_even_the_right_password_is_locked_out(self, db: Database) -> None:
         """Until the lock ends the right password gets LOCKED; from the moment it ends, OK."""

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import update
-from sqlmodel import col
+from sqlmodel import col, select
 from zorgpad.engine import Database
 from zorgpad.engine.store.accounts import create_account, find_account, verify_password
-from zorgpad.engine.store.tables import Account
+from zorgpad.engine.store.tables import Account, AuditEntry
 from zorgpad.engine.store.tokens import create_token, find_token
 
 REPO = Path(__file__).resolve().parents[2]
@@ -242,3 +242,28 @@ class TestSessionSettings:
 
         assert "zorgpad: error: ZORGPAD_SESSION_IDLE_MINUTES must be a number of minutes (got 'abc')" == error_line(
             result)
+
+
+class TestAdministrationIsAudited:
+    """Changes to accounts and tokens made on the command line are in the audit log (NEN 7513)."""
+
+    def test_each_account_and_token_change_writes_an_entry_by_the_cli_user(self, db_url: str) -> None:
+        """create, new password, disable, enable, token create and revoke: one entry each, in that order,
+        by ``cli:<user>``, about the account or the token."""
+        steps = [("user", "create", "anna", "--org", "gp-1", "--password-stdin"),
+                 ("user", "password", "anna", "--password-stdin"), ("user", "disable", "anna"),
+                 ("user", "enable", "anna"), ("token", "create", "--org", "gp-1")]
+        for step in steps:
+            assert 0 == zorgpad(*step, "--db", db_url, stdin=PASSWORD + "\n").returncode
+        token_id = zorgpad("token", "list", "--db", db_url).stdout.split("\t", 1)[0]
+        assert 0 == zorgpad("token", "revoke", token_id, "--db", db_url).returncode
+        db = Database(db_url)
+        try:
+            rows = db.run(lambda s: [(r.actor.startswith("cli:"), r.action, r.what, r.entity) for r in s.exec(
+                select(AuditEntry).where(col(AuditEntry.actor).startswith("cli:")).order_by(col(AuditEntry.id)))])
+        finally:
+            db.dispose()
+
+        assert [(True, "C", "account", "account:anna"), (True, "U", "password", "account:anna"),
+                (True, "U", "account", "account:anna"), (True, "U", "account", "account:anna"),
+                (True, "C", "token", "token"), (True, "U", "token", f"token:{token_id}")] == rows

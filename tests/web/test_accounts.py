@@ -68,6 +68,11 @@ def _key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def _error(page: str) -> str:
+    """The error message a page shows (role=alert)."""
+    return page.split('role="alert">', 1)[1].split("</p>", 1)[0]
+
+
 def _audit(dashboard: Dashboard, actor: str) -> list[tuple[str, str, str, str | None, str | None]]:
     """(what, action, outcome, entity, detail) of the sign-in rows for ``actor``, oldest first."""
     query = (select(AuditEntry).where(AuditEntry.actor == actor,
@@ -170,16 +175,20 @@ class TestLockOut:
 
     def test_the_fifth_wrong_password_locks_out_even_the_right_one_until_unlocked(self, dashboard: Dashboard
                                                                                    ) -> None:
-        """Four 401s, then 429; the right password then gets 429 too, until the account is enabled again."""
+        """Five 401s; the right password then gets the same 401 and words as a wrong one (so the lock does not
+        tell that the username exists), the audit log says why, and once enabled again it signs in."""
         username, password = _account(dashboard)
         wrong = [_sign_in(dashboard, username, f"wrong password {i}")[0].status_code for i in range(5)]
         locked, _ = _sign_in(dashboard, username, password)
+        unknown, _ = _sign_in(dashboard, f"nobody-{uuid.uuid4().hex[:8]}", password)
         _in_db(dashboard, lambda s: set_disabled(s, datetime.now(UTC), username, False))
         unlocked, _ = _sign_in(dashboard, username, password)
+        details = [row[4] for row in _audit(dashboard, f"dashboard:{username}")]
 
-        assert ([401, 401, 401, 401, 429], 429, True, None, 303) == (
-            wrong, locked.status_code, "15 minuten geblokkeerd" in locked.text, locked.headers.get("set-cookie"),
-            unlocked.status_code)
+        assert ([401] * 5, 401, None, 303) == (wrong, locked.status_code, locked.headers.get("set-cookie"),
+                                              unlocked.status_code)
+        assert _error(locked.text) == _error(unknown.text)
+        assert ["refused"] * 4 + ["locked", "locked", None] == details
 
 
 class TestSessions:
@@ -199,6 +208,18 @@ class TestSessions:
             before, out.status_code, out.headers["location"], f'{COOKIE}=""' in out.headers["set-cookie"],
             after.status_code, after.headers["location"],
             _in_db(dashboard, lambda s: s.get(DashboardSession, _key(secret))))
+
+    def test_signing_in_again_ends_the_session_the_browser_had(self, dashboard: Dashboard) -> None:
+        """A second sign-in in the same browser gets a new secret, and the first one stops working."""
+        username, password = _account(dashboard)
+        client = _signed_in(dashboard, username, password)
+        first = client.cookies[COOKIE]
+        again = client.post("/login", data={"username": username, "password": password})
+        second = client.cookies[COOKIE]
+
+        assert (303, True, 303, 200) == (again.status_code, first != second,
+                                         _with_cookie(dashboard, first).get("/").status_code,
+                                         _with_cookie(dashboard, second).get("/").status_code)
 
     def test_a_token_sign_in_cookie_is_not_the_token_and_revocation_ends_it(self, dashboard: Dashboard) -> None:
         """Signed in with a token, the cookie is another secret; revoking the token signs the browser out."""
@@ -299,7 +320,8 @@ class TestPasswordForm:
             with_new.status_code, with_old.status_code)
 
     def test_guessing_the_current_password_locks_the_account_and_ends_the_session(self, dashboard: Dashboard) -> None:
-        """Wrong current passwords count as failed sign-ins: the fifth locks the account (429) and signs out."""
+        """Wrong current passwords count as failed sign-ins: the fifth locks the account (429) and signs out;
+        the sign-in form then refuses even the right password (as it does any wrong one)."""
         username, password = _account(dashboard)
         client = _signed_in(dashboard, username, password)
         new = "a brand new password"
@@ -308,7 +330,7 @@ class TestPasswordForm:
         after = client.get("/")
         with_right, _ = _sign_in(dashboard, username, password)
 
-        assert ([400] * 4 + [429], 303, 429) == (answers, after.status_code, with_right.status_code)
+        assert ([400] * 4 + [429], 303, 401) == (answers, after.status_code, with_right.status_code)
 
 
 class TestAudit:

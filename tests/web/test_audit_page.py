@@ -68,13 +68,33 @@ class TestAuditLog:
         assert rows
         assert all("Organization/gp-kerkrade" in row for row in rows)
 
+    def test_an_organisation_does_not_see_what_others_did_elsewhere(self, dashboard: Dashboard) -> None:
+        """Unfiltered, the Kerkrade practice's log has its own entry but not one of the Sittard practice's
+        about no patient, nor an administrator's about no patient."""
+        marker = f"probe-{datetime.now(UTC).timestamp()}"
+        db = dashboard.database()
+        try:
+            now = datetime.now(UTC)
+            db.run(lambda s: s.add_all([
+                AuditEntry(recorded_at=now, actor=f"{marker}-own", organisation="Organization/gp-kerkrade",
+                           action="R", what="read", entity="Organization/gp-kerkrade"),
+                AuditEntry(recorded_at=now, actor=f"{marker}-sittard", organisation="Organization/gp-sittard",
+                           action="R", what="read", entity="Organization/gp-sittard"),
+                AuditEntry(recorded_at=now, actor=f"{marker}-admin", action="R", what="read", entity="Endpoint/x")]))
+        finally:
+            db.dispose()
+        html = dashboard.client(dashboard.tokens["Organization/gp-kerkrade"]).get("/audit").text
+        shown = [actor for actor in ("own", "sittard", "admin") if f"{marker}-{actor}" in html]
+
+        assert ["own"] == shown
+
     def test_viewing_the_log_is_audited(self, dashboard: Dashboard) -> None:
         """Each view of the log writes an entry naming the page and its filters."""
         dashboard.client(dashboard.tokens["admin"]).get("/audit", params={"what": "login"})
         db = dashboard.database()
         try:
             details = db.run(lambda s: [e.detail for e in s.exec(select(AuditEntry).where(
-                AuditEntry.entity == "dashboard/audit").order_by(col(AuditEntry.id).desc()))])
+                AuditEntry.entity == "dashboard:audit").order_by(col(AuditEntry.id).desc()))])
         finally:
             db.dispose()
 

@@ -47,7 +47,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from sqlalchemy import bindparam, exists, insert, update
+from sqlalchemy import exists, text
 from sqlmodel import Session, col, select
 from zorgpad.engine._apply import NOTIFY_CHANNEL, TASK_CHANGED_CHANNEL
 from zorgpad.engine._projection import instant
@@ -63,13 +63,7 @@ from zorgpad.engine.store.resources import (
     values_at,
 )
 from zorgpad.engine.store.search_params import params_for
-from zorgpad.engine.store.tables import (
-    OutboxItem,
-    ResourceVersion,
-    SearchToken,
-    StoredResource,
-    SubscriptionCounter,
-)
+from zorgpad.engine.store.tables import OutboxItem, ResourceVersion, SearchToken, StoredResource
 from zorgpad.fhir.access import OWNER_TAG_SYSTEM, Principal, Scope
 from zorgpad.fhir.capabilities import RESOURCE_TYPES
 from zorgpad.fhir.handovers import HandoverNotices
@@ -310,20 +304,17 @@ def queue_notifications(session: Session, stored: StoredResource, previous: JSON
                      "event": next_event(session, subscription.id), "patient": stored.patient}))
 
 
-_COUNTER = SubscriptionCounter.__table__  # type: ignore[attr-defined]
-_COUNT_ONE_MORE = (update(_COUNTER).where(_COUNTER.c.subscription_id == bindparam("subscription"))
-                   .values(events=_COUNTER.c.events + 1).returning(_COUNTER.c.events))
+#: One statement counts an event, on SQLite and PostgreSQL alike: the first one inserts the counter; a writer
+#: that meets another's uncommitted first insert waits for it and then counts on.
+_COUNT_ONE_MORE = text(
+    "INSERT INTO subscription_counter (subscription_id, events) VALUES (:subscription, 1) "
+    "ON CONFLICT (subscription_id) DO UPDATE SET events = subscription_counter.events + 1 RETURNING events")
 
 
 def next_event(session: Session, subscription_id: str) -> int:
-    """The next event number of a Subscription, counted in this transaction. The first event inserts the
-    counter; on PostgreSQL a transaction that inserts it at the same time as another fails on the primary key
-    and runs again (see ``Database.run``), and the row lock orders every later one."""
-    counted = session.execute(_COUNT_ONE_MORE, {"subscription": subscription_id}).scalar_one_or_none()
-    if counted is not None:
-        return int(counted)
-    session.execute(insert(_COUNTER).values(subscription_id=subscription_id, events=1))
-    return 1
+    """The next event number of a Subscription, counted in this transaction (on PostgreSQL the counter's row
+    lock puts concurrent writers in turn until each commits; a rollback gives the number back)."""
+    return int(session.execute(_COUNT_ONE_MORE, {"subscription": subscription_id}).scalar_one())
 
 
 def _activate(session: Session, stored: StoredResource, now: datetime) -> bool:

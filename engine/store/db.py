@@ -8,6 +8,7 @@ with ``FOR UPDATE SKIP LOCKED`` (see :mod:`zorgpad.engine.timers`).
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -128,22 +129,29 @@ class Database:
             raise ConfigurationError("zorgpad db backup copies a SQLite database file; back up PostgreSQL with "
                                      "pg_dump")
         path = Path(target)
+        exists = ConfigurationError(f"{path} exists already; the backup goes into a new file")
         if path.exists():
-            raise ConfigurationError(f"{path} exists already; the backup goes into a new file")
+            raise exists
         if not path.parent.is_dir():
             raise ConfigurationError(f"folder {path.parent} for the backup does not exist")
+        # Written under another name and linked to the target only when complete and on disk: a killed backup
+        # leaves no file that looks like a good one, and the link never replaces a file that appeared meanwhile.
+        partial = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
         source = self.engine.raw_connection()
         try:
-            copy = sqlite3.connect(path)
+            copy = sqlite3.connect(partial)
             try:
                 source.driver_connection.backup(copy)  # type: ignore[union-attr]
             finally:
                 copy.close()
-        except BaseException:
-            path.unlink(missing_ok=True)  # no half-written backup is left to be mistaken for a good one
-            raise
+            with partial.open("rb") as written:
+                os.fsync(written.fileno())
+            os.link(partial, path)
+        except FileExistsError:
+            raise exists from None
         finally:
             source.close()
+            partial.unlink(missing_ok=True)
         return path.stat().st_size
 
     def upgrade(self) -> None:
@@ -201,11 +209,10 @@ def _is_conflict(exc: DBAPIError) -> bool:
     return any(s in text for s in _CONFLICTS)
 
 
-#: Errors that running the transaction again resolves: locks, and a resource (or a Subscription's event
-#: counter) this transaction read as absent that another one created before this one's insert (see
-#: ``resources._current`` and ``subscriptions.next_event``).
+#: Errors that running the transaction again resolves: locks, and a resource this transaction read as absent
+#: that another one created before this one's insert (see ``resources._current``).
 _CONFLICTS = ("database is locked", "deadlock detected", "could not serialize", "busy", "lock timeout",
-              'violates unique constraint "resource_pkey"', 'violates unique constraint "subscription_counter_pkey"')
+              'violates unique constraint "resource_pkey"')
 
 
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:

@@ -93,6 +93,7 @@ class TestBackup:
         assert result.stdout.startswith(f"backed up {sqlite_db.url} to {tmp_path / 'copy.db'} (")
         assert ("ok", head) == (integrity, revision)
         assert {f"Patient/before-{n}" for n in range(20)} <= patients
+        assert [] == list(tmp_path.glob(".*.partial"))
 
     def test_an_existing_target_is_refused_and_left_alone(self, sqlite_db: Database, tmp_path: Path) -> None:
         """Backing up onto a file that exists is one error line; the file keeps its content."""
@@ -102,7 +103,7 @@ class TestBackup:
         line = one_error(zorgpad("db", "backup", str(target), "--db", sqlite_db.url))
 
         assert f"zorgpad: error: {target} exists already; the backup goes into a new file" == line
-        assert b"yesterday's backup" == target.read_bytes()
+        assert (b"yesterday's backup", []) == (target.read_bytes(), list(tmp_path.glob(".*.partial")))
 
     def test_a_target_in_a_missing_folder_is_refused(self, sqlite_db: Database, tmp_path: Path) -> None:
         """No folder is created: one error line, no file."""

@@ -455,6 +455,24 @@ class TestQueueing:
         assert (True, [("Task/t0", 1), ("Task/t1", 2), ("Task/t2", 3)]) == (waited, sorted(
             (item.payload["resource"], item.payload["event"]) for item in self.rest_hooks(db)))
 
+    def test_writers_of_the_first_event_at_the_same_time_get_numbers_one_and_two(self, db: Database) -> None:
+        """PostgreSQL: no event counted yet, two transactions at once: the second waits for the first's counter
+        and takes 2 (no conflict, no retry)."""
+        if not db.is_postgresql:
+            pytest.skip("SQLite's write transaction excludes other writers")
+        engine = build_engine(db)
+        engine.ingest(subscription("s1", "Task"), now=NOW)
+        second = threading.Thread(target=lambda: engine.ingest({**TASK, "id": "t2"}, now=NOW))
+        with db.transaction() as session:
+            engine.ingest_in(session, {**TASK, "id": "t1"}, now=NOW)
+            second.start()
+            second.join(timeout=1.0)
+            waited = second.is_alive()
+        second.join(timeout=30)
+
+        assert (True, [("Task/t1", 1), ("Task/t2", 2)]) == (waited, sorted(
+            (item.payload["resource"], item.payload["event"]) for item in self.rest_hooks(db)))
+
     def test_installing_twice_queues_each_notification_once(self, db: Database) -> None:
         """Wiring the same database into two engines does not double the listener."""
         build_engine(db)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -67,6 +67,7 @@ def apply_outcome(session: Session, pathway: type[Pathway], before: EnrolmentSta
     expect_writes(session, resources_written(pathway, outcome))
     for command in outcome.commands:
         applier.apply(command)
+    applier.tell_receivers()
     applier.write_timers()
     saved = save_state(session, outcome.state, before, row)
     session.flush()
@@ -110,6 +111,8 @@ class _Applier:
         self.acting_organisation = actor.organisation if actor is not None else None
         #: Every step an update may name: the former version's (a migration), then this version's.
         self.steps = {s.id: s for p in (former, pathway) if p is not None for s in p.steps}
+        #: Handover Tasks this outcome changed: step id, last version written, owners before and after.
+        self.changed_tasks: dict[str, tuple[str, StoredResource, list[str | None]]] = {}
         self.new_tasks: list[str] = []
         self.ended = False
         #: The outcome's timer commands, netted (see :meth:`write_timers`).
@@ -240,16 +243,19 @@ class _Applier:
             task["executionPeriod"] = {"start": instant(self.now)}
         written = put_resource(self.session, task, self.now, method="PUT")
         if self.steps[command.step_id].handover is not None:
-            self._tell_receivers(command.step_id, written, [(task.get("owner") or {}).get("reference"), owner_before])
+            owners = [owner_before, (task.get("owner") or {}).get("reference")]
+            earlier = self.changed_tasks.get(written.id)
+            self.changed_tasks[written.id] = (command.step_id, written, [*(earlier[2] if earlier else ()), *owners])
 
-    def _tell_receivers(self, step_id: str, task: StoredResource, owners: Sequence[str | None]) -> None:
-        """Queue a Task-changed notification for the handover Task's owner (and its owner before a reassign),
-        unless that organisation made the change itself."""
-        told = (o for o in owners if o and o.startswith("Organization/") and o != self.acting_organisation)
-        for owner in dict.fromkeys(told):
-            self._outbox(TASK_CHANGED_CHANNEL, owner, f"task-changed/{task.id}/{task.version_id}/{owner}", step_id, {
-                "task": f"Task/{task.id}", "patient": self.state.patient, "version": task.version_id,
-                "status": task.content.get("status")})
+    def tell_receivers(self) -> None:
+        """Queue one Task-changed notification per changed handover Task (at its last version) for its owner,
+        and for the owner it had before a reassignment, unless that organisation made the change itself."""
+        for step_id, task, owners in self.changed_tasks.values():
+            told = (o for o in owners if o and o.startswith("Organization/") and o != self.acting_organisation)
+            for owner in dict.fromkeys(told):
+                self._outbox(TASK_CHANGED_CHANNEL, owner, f"task-changed/{task.id}/{task.version_id}/{owner}",
+                             step_id, {"task": f"Task/{task.id}", "patient": self.state.patient,
+                                       "version": task.version_id, "status": task.content.get("status")})
 
     def _notify(self, command: Notify) -> None:
         step = self.pathway.step(command.step_id)

@@ -137,7 +137,8 @@ class Step:
     code: Coding | None = None
     description: str = ""
     again_when: Condition | None = None
-    #: With ``repeat=``: no further round once a resource meets this (a round not yet started is skipped).
+    #: With ``repeat=``: once a resource meets this, no round starts any more (a planned one, or the first, is
+    #: skipped: the step is not applicable) and a round that completes is the last.
     until: Condition | None = None
     inform: Role | tuple[Role, ...] = ()
     automatic: bool = False

@@ -576,6 +576,13 @@ class TestUntil:
             story.run("offer").state, story.run("offer").reason, CancelTimers("offer") in outcome.commands,
             commands_of(outcome, OpenTask))
 
+    def test_the_first_round_is_skipped_when_until_already_holds(self) -> None:
+        """The conversation was held before the enrolment: the step is not applicable and opens no Task."""
+        story = Story(Offering, facts={"acp-recorded": {"Procedure/acp-1": T0}})
+
+        assert (StepState.SKIPPED, [], EnrolmentStatus.COMPLETED) == (
+            story.run("offer").state, commands_of(story.enrolled, OpenTask), story.state.status)
+
     def test_until_without_repeat_is_refused(self) -> None:
         """until= says when repeating stops, so a step that does not repeat cannot have it."""
         with pytest.raises(InvalidPathwayError) as refused:

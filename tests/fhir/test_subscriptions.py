@@ -436,14 +436,15 @@ class TestQueueing:
         assert [("Task/t1", 1), ("Task/t2", 2)] == [
             (item.payload["resource"], item.payload["event"]) for item in self.rest_hooks(db)]
 
-    def test_writers_at_the_same_time_get_consecutive_event_numbers(self, db: Database) -> None:
-        """PostgreSQL: a second transaction that writes a matching Task while the first is still open waits for
-        it, then takes the next number (counting the outbox gave both of them the same one)."""
+    def two_writers_at_once(self, db: Database, *earlier: str) -> tuple[bool, list[tuple[str, int]]]:
+        """Tasks ``earlier`` written one by one, then t1 in an open transaction while another thread writes t2:
+        whether t2's writer waited for t1's commit, and (resource, event number) of every notification."""
         if not db.is_postgresql:
             pytest.skip("SQLite's write transaction excludes other writers")
         engine = build_engine(db)
         engine.ingest(subscription("s1", "Task"), now=NOW)
-        engine.ingest({**TASK, "id": "t0"}, now=NOW)
+        for task_id in earlier:
+            engine.ingest({**TASK, "id": task_id}, now=NOW)
         second = threading.Thread(target=lambda: engine.ingest({**TASK, "id": "t2"}, now=NOW))
         with db.transaction() as session:
             engine.ingest_in(session, {**TASK, "id": "t1"}, now=NOW)
@@ -451,27 +452,17 @@ class TestQueueing:
             second.join(timeout=1.0)
             waited = second.is_alive()
         second.join(timeout=30)
+        return waited, sorted((item.payload["resource"], item.payload["event"]) for item in self.rest_hooks(db))
 
-        assert (True, [("Task/t0", 1), ("Task/t1", 2), ("Task/t2", 3)]) == (waited, sorted(
-            (item.payload["resource"], item.payload["event"]) for item in self.rest_hooks(db)))
+    def test_writers_at_the_same_time_get_consecutive_event_numbers(self, db: Database) -> None:
+        """PostgreSQL: a second transaction that writes a matching Task while the first is still open waits for
+        it, then takes the next number (counting the outbox gave both of them the same one)."""
+        assert (True, [("Task/t0", 1), ("Task/t1", 2), ("Task/t2", 3)]) == self.two_writers_at_once(db, "t0")
 
     def test_writers_of_the_first_event_at_the_same_time_get_numbers_one_and_two(self, db: Database) -> None:
         """PostgreSQL: no event counted yet, two transactions at once: the second waits for the first's counter
         and takes 2 (no conflict, no retry)."""
-        if not db.is_postgresql:
-            pytest.skip("SQLite's write transaction excludes other writers")
-        engine = build_engine(db)
-        engine.ingest(subscription("s1", "Task"), now=NOW)
-        second = threading.Thread(target=lambda: engine.ingest({**TASK, "id": "t2"}, now=NOW))
-        with db.transaction() as session:
-            engine.ingest_in(session, {**TASK, "id": "t1"}, now=NOW)
-            second.start()
-            second.join(timeout=1.0)
-            waited = second.is_alive()
-        second.join(timeout=30)
-
-        assert (True, [("Task/t1", 1), ("Task/t2", 2)]) == (waited, sorted(
-            (item.payload["resource"], item.payload["event"]) for item in self.rest_hooks(db)))
+        assert (True, [("Task/t1", 1), ("Task/t2", 2)]) == self.two_writers_at_once(db)
 
     def test_installing_twice_queues_each_notification_once(self, db: Database) -> None:
         """Wiring the same database into two engines does not double the listener."""

@@ -198,7 +198,7 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
             return page(request, "login.html", None, status=401, error="token")
         return signed_in(request, secret)
 
-    def check_password(username: str, password: str, now: datetime) -> accounts.PasswordCheck:
+    def verify_sign_in(username: str, password: str, now: datetime) -> accounts.PasswordCheck:
         """The account's password checked outside any transaction (scrypt takes a while)."""
         return accounts.check_sign_in(lambda name: db.run(lambda s: accounts.find_account(s, name)),
                                       username, password, now)
@@ -206,7 +206,7 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
     def password_login(request: Request, username: str, password: str) -> Response:
         now = engine.clock.now()
         try:
-            check = check_password(username, password, now)
+            check = verify_sign_in(username, password, now)
         except BusyError:
             return busy(request, None)
         account = check.account
@@ -269,7 +269,7 @@ def create_dashboard(engine: Engine, *, access: AccessFactory, acp_codes: Mappin
         current, new, repeat = form.get("current", ""), form.get("new", ""), form.get("repeat", "")
         # A wrong current password counts as a failed sign-in: guessing it locks the account as well.
         try:
-            check = check_password(user.name, current, now)
+            check = verify_sign_in(user.name, current, now)
         except BusyError:
             return busy(request, user)
         outcome = db.run(lambda s: accounts.record_sign_in(s, check, now))
